@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine: `make train` and `make test`.
+# Both install what they need first (idempotent: a stamp file per dependency set).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps train test bench clean
+
+install: system-deps $(STAMP)
+
+# museval imports stempeg, which refuses to import without the ffmpeg binary.
+system-deps:
+	@command -v ffmpeg >/dev/null || { \
+		echo "Installing ffmpeg from Debian (needed by museval)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends ffmpeg; }
+
+$(STAMP): setup.py
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# diffq builds from source with Cython and numpy.
+	$(PY) -m pip install -q cython numpy
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The main job: a small Hybrid Demucs on the synthetic MUSDB18-HQ set (generated on first use).
+train: install
+	$(VENV)/bin/dora run variant=demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m bench.loader
+
+clean:
+	rm -rf $(VENV) outputs data metadata

@@ -1,0 +1,1 @@
+"""Dora grids: `dora grid NAME` runs grids/NAME.py."""

@@ -1,0 +1,17 @@
+"""Model registry: maps the names used in configs to model classes."""
+import typing as tp
+
+from .hdemucs import HDemucs
+
+MODELS: tp.Dict[str, type] = {
+    'hdemucs': HDemucs,
+}
+
+
+def get_model_class(name: str) -> type:
+    """Return the model class registered as `name`."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        known = ', '.join(sorted(MODELS))
+        raise ValueError(f"Unknown model {name!r}, known models: {known}.") from None

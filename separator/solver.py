@@ -1,0 +1,352 @@
+"""The training loop: epochs of train / valid / test, checkpoints, exact resume, EMA, history.
+
+Everything that changes during training is listed in `_state_dict` and saved atomically at
+the end of every epoch. Randomness is not carried over from one epoch to the next: every
+random generator is seeded from (seed, epoch) at the start of the epoch, so an XP killed at
+any point and resumed replays the interrupted epoch exactly as if it had never stopped.
+"""
+import concurrent.futures
+import logging
+import time
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import distrib
+from .apply import apply_model
+from .augment import augment
+from .ema import ModelEMA
+from .losses import source_losses, weighted_loss
+from .metrics import bss_sdr, nsdr, trivial_estimates
+from .progress import Progress
+from .states import atomic_save, copy_state, safe_load, serialize_model
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = 'checkpoint.th'
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A seed for one epoch and one stream of randomness, well mixed by numpy."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+def checkpoint_path(xp_folder: Path) -> Path:
+    return Path(xp_folder) / CHECKPOINT
+
+
+def load_checkpoint_of(sig: str, xp_folder: Path) -> dict:
+    """Load the checkpoint of XP `sig`, a sibling of `xp_folder` in Dora's XP folder."""
+    folder = Path(xp_folder).parent / sig
+    if not folder.is_dir():
+        raise ValueError(f"continue_from={sig}: no XP with that signature in {folder.parent}. "
+                         f"Check the signature with `dora info -f {sig}`.")
+    path = checkpoint_path(folder)
+    if not path.exists():
+        raise ValueError(f"continue_from={sig}: XP {sig} has no checkpoint ({path}); it has not "
+                         f"finished an epoch yet. Run it first: `dora run -f {sig}`.")
+    return safe_load(path)
+
+
+class Solver:
+    """Trains `model` on the data sets; `xp` is the Dora XP (folder, link, signature)."""
+
+    def __init__(self, cfg: tp.Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: tp.Optional[tp.Any], datasets: tp.Sequence[tp.Any], xp: tp.Any,
+                 device: str = 'cpu'):
+        self.cfg = cfg
+        self.model = model
+        self.dmodel = distrib.wrap(model)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_set, self.valid_set, self.test_set = datasets
+        self.xp = xp
+        self.link = xp.link
+        self.history: tp.List[dict] = self.link.history
+        self.device = device
+        self.folder = Path(xp.folder)
+        self.emas = [ModelEMA(model, decay) for decay in cfg.ema.batch]
+        self.best_state: tp.Optional[dict] = None
+        self.best_valid = float('inf')
+        self.weights = None if cfg.weights is None else list(cfg.weights)
+        if self.weights is not None and len(self.weights) != len(cfg.dset.sources):
+            raise ValueError(f"weights={self.weights} must have one value per source "
+                             f"{list(cfg.dset.sources)}.")
+        self._check_batch_size()
+
+    # ---------------------------------------------------------------- state
+    def _check_batch_size(self) -> None:
+        if self.cfg.batch_size % distrib.world_size:
+            raise ValueError(f"batch_size={self.cfg.batch_size} is global and must be divisible "
+                             f"by the number of processes ({distrib.world_size}).")
+        self.batch_size = self.cfg.batch_size // distrib.world_size
+
+    def _state_dict(self) -> dict:
+        return {
+            'model': copy_state(self.model.state_dict()),
+            'optimizer': self.optimizer.state_dict(),
+            'scheduler': self.scheduler.state_dict() if self.scheduler else None,
+            'emas': [ema.state_dict() for ema in self.emas],
+            'best_state': self.best_state,
+            'best_valid': self.best_valid,
+            'history': list(self.history),
+            'package': serialize_model(self.model, state={}),
+            'sig': self.xp.sig,
+        }
+
+    def _load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state['scheduler'])
+        for ema, ema_state in zip(self.emas, state['emas']):
+            ema.load_state_dict(ema_state)
+        self.best_state = state['best_state']
+        self.best_valid = state['best_valid']
+        self.link.update_history(state['history'])
+
+    def restore(self) -> None:
+        """Resume from this XP's checkpoint, or start from `continue_from`'s weights."""
+        path = checkpoint_path(self.folder)
+        if path.exists():
+            self._load_state_dict(safe_load(path))
+            logger.info("Resumed from %s at epoch %d", path, len(self.history))
+        elif self.cfg.continue_from:
+            state = load_checkpoint_of(self.cfg.continue_from, self.folder)
+            weights = state['best_state'] or state['model']
+            self.model.load_state_dict(weights)
+            for ema in self.emas:
+                ema.state = copy_state(self.model.state_dict())
+            logger.info("Starting from the weights of XP %s", self.cfg.continue_from)
+        if not path.exists() and self.history and distrib.is_master():
+            # A history without a checkpoint is stale (the checkpoint was removed): start over.
+            self.link.update_history([])
+
+    def _save_checkpoint(self) -> None:
+        if distrib.is_master():
+            atomic_save(self._state_dict(), checkpoint_path(self.folder))
+
+    # ---------------------------------------------------------------- stages
+    def _seed(self, epoch: int) -> torch.Generator:
+        """Seed every RNG for this epoch; return the generator used for augmentation."""
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch, 0))
+        np.random.seed(epoch_seed(self.cfg.seed, epoch, 1) % 2 ** 32)
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.cfg.seed, epoch, 2 + distrib.rank))
+        return generator
+
+    def _loader(self, dataset: tp.Any, sampler: tp.Any) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.cfg.misc.num_workers, drop_last=False)
+
+    def _train_epoch(self, epoch: int) -> dict:
+        from .data.segments import EpochSampler
+        generator = self._seed(epoch)
+        sampler = EpochSampler(len(self.train_set), distrib.rank, distrib.world_size)
+        sampler.set_epoch(epoch)
+        loader = self._loader(self.train_set, sampler)
+        total = len(loader)
+        if self.cfg.max_batches:
+            total = min(total, self.cfg.max_batches)
+        self.dmodel.train()
+        sums: tp.Dict[str, float] = {}
+        count = 0
+        progress = Progress(logger, loader, f'Train {epoch + 1}', self.cfg.misc.num_prints,
+                            total)
+        for index, sources in enumerate(progress):
+            if index >= total:
+                break
+            sources = augment(sources.to(self.device), generator, self.cfg.augment)
+            mix = sources.sum(1)
+            estimate = self.dmodel(mix)
+            losses = source_losses(estimate, sources, self.cfg.optim.loss)
+            loss = weighted_loss(losses, self.weights)
+            self.optimizer.zero_grad()
+            loss.backward()
+            grad_norm = self._clip_gradients()
+            self.optimizer.step()
+            for ema in self.emas:
+                ema.update()
+            values = {'loss': loss.item(), 'grad': grad_norm}
+            for name, value in zip(self.cfg.dset.sources, losses.mean(0).tolist()):
+                values[name] = value
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.) + value
+            count += 1
+            progress.update(**{key: sums[key] / count for key in ('loss', 'grad')})
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
+                               count)
+
+    def _clip_gradients(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.optim.clip_grad if self.cfg.optim.clip_grad > 0 else float('inf')
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+
+    @torch.no_grad()
+    def _valid_loss(self, state: tp.Optional[dict]) -> dict:
+        """Validation losses with `state` loaded (None: the current weights)."""
+        from .data.segments import EpochSampler
+        backup = None
+        if state is not None:
+            backup = copy_state(self.model.state_dict())
+            self.model.load_state_dict(state)
+        sampler = EpochSampler(len(self.valid_set), distrib.rank, distrib.world_size)
+        self.model.eval()
+        sums: tp.Dict[str, float] = {}
+        count = 0
+        for sources in self._loader(self.valid_set, sampler):
+            sources = sources.to(self.device)
+            losses = source_losses(self.model(sources.sum(1)), sources, self.cfg.optim.loss)
+            batch = len(sources)
+            per_source = losses.sum(0)
+            values = {'loss': weighted_loss(losses, self.weights).item() * batch}
+            for name, value in zip(self.cfg.dset.sources, per_source.tolist()):
+                values[name] = value
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.) + value
+            count += batch
+        if backup is not None:
+            self.model.load_state_dict(backup)
+        return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
+                               count)
+
+    def _valid_epoch(self) -> dict:
+        """Validate the weights and every EMA; keep the best of all as the best state."""
+        if len(self.valid_set) == 0:
+            self.best_state = copy_state(self.model.state_dict())
+            return {}
+        candidates = {'main': None}
+        for ema in self.emas:
+            candidates[f'ema_{ema.decay}'] = ema.state
+        results = {name: self._valid_loss(state) for name, state in candidates.items()}
+        best_name = min(results, key=lambda name: results[name]['loss'])
+        metrics = dict(results[best_name])
+        metrics['best_of'] = best_name
+        for name, result in results.items():
+            if name != 'main' or len(results) > 1:
+                metrics[f'loss_{name}'] = result['loss']
+        if metrics['loss'] < self.best_valid:
+            self.best_valid = metrics['loss']
+            state = candidates[best_name]
+            self.best_state = copy_state(state if state is not None
+                                         else self.model.state_dict())
+        metrics['best'] = self.best_valid
+        return metrics
+
+    def _should_test(self, epoch: int) -> bool:
+        last = epoch + 1 == self.cfg.epochs
+        return last or (self.cfg.test.every > 0 and (epoch + 1) % self.cfg.test.every == 0)
+
+    @torch.no_grad()
+    def evaluate(self, museval: bool = False) -> dict:
+        """nSDR (and museval SDR) on the test set with the best state, plus trivial baselines."""
+        if not distrib.is_master():
+            return {}
+        backup = copy_state(self.model.state_dict())
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        test = self.cfg.test
+        sources = list(self.cfg.dset.sources)
+        count = len(self.test_set)
+        if test.max_tracks:
+            count = min(count, test.max_tracks)
+        scores: tp.Dict[str, tp.List[torch.Tensor]] = {}
+        pool = None
+        futures = []
+        if museval and test.workers > 0:
+            pool = concurrent.futures.ProcessPoolExecutor(test.workers)
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        for index in Progress(logger, range(count), 'Test', self.cfg.misc.num_prints):
+            _name, mix, references = self.test_set[index]
+            estimates = apply_model(self.model, mix.to(self.device), overlap=test.overlap,
+                                    shifts=test.shifts, split=test.split,
+                                    generator=generator).cpu()
+            scores.setdefault('nsdr', []).append(nsdr(references, estimates))
+            for baseline, guess in trivial_estimates(mix, len(sources)).items():
+                scores.setdefault(f'nsdr_{baseline}', []).append(nsdr(references, guess))
+            if museval:
+                args = (references, estimates, self.cfg.dset.samplerate)
+                futures.append(pool.submit(bss_sdr, *args) if pool else _Done(bss_sdr(*args)))
+        self.model.load_state_dict(backup)
+        metrics = {}
+        for key, values in scores.items():
+            per_source = torch.stack(values).mean(0)
+            metrics[key] = per_source.mean().item()
+            for name, value in zip(sources, per_source.tolist()):
+                metrics[f'{key}_{name}'] = value
+        if museval:
+            sdrs = np.stack([future.result() for future in futures])
+            with np.errstate(all='ignore'):
+                per_source = np.nanmedian(sdrs, axis=0)
+            metrics['sdr'] = float(np.nanmean(per_source))
+            for name, value in zip(sources, per_source.tolist()):
+                metrics[f'sdr_{name}'] = value
+        if pool is not None:
+            pool.shutdown()
+        return metrics
+
+    # ---------------------------------------------------------------- main loop
+    def train(self) -> None:
+        self.restore()
+        for epoch, metrics in enumerate(self.history):
+            logger.info("Epoch %d (replayed from history): %s", epoch + 1, _format(metrics))
+        for epoch in range(len(self.history), self.cfg.epochs):
+            begin = time.time()
+            metrics = {'train': self._train_epoch(epoch)}
+            metrics['valid'] = self._valid_epoch()
+            if self._should_test(epoch):
+                last = epoch + 1 == self.cfg.epochs
+                metrics['test'] = self.evaluate(museval=last and self.cfg.test.sdr)
+            metrics['duration'] = time.time() - begin
+            self.history.append(metrics)
+            self._save_checkpoint()
+            if distrib.is_master():
+                self.link.update_history(self.history)
+            logger.info("Epoch %d: %s", epoch + 1, _format(metrics))
+        self.summary()
+
+    def summary(self) -> None:
+        """Print the last test metrics next to the trivial baselines."""
+        tests = [metrics['test'] for metrics in self.history if metrics.get('test')]
+        if not tests or not distrib.is_master():
+            return
+        test = tests[-1]
+        sources = list(self.cfg.dset.sources)
+        rows = [('model nSDR', 'nsdr'), ('mixture', 'nsdr_mixture'),
+                ('mixture / S', 'nsdr_mixture_split'), ('silence', 'nsdr_silence')]
+        if 'sdr' in test:
+            rows.insert(1, ('model SDR (museval)', 'sdr'))
+        header = f"{'':22}" + ''.join(f'{name:>9}' for name in sources + ['mean'])
+        lines = [header]
+        for label, key in rows:
+            values = [test[f'{key}_{name}'] for name in sources] + [test[key]]
+            lines.append(f'{label:22}' + ''.join(f'{value:9.2f}' for value in values))
+        logger.info("Test results of XP %s (dB):\n%s\nOutputs in %s", self.xp.sig,
+                    '\n'.join(lines), self.folder)
+
+
+class _Done:
+    """A finished future, for evaluation without worker processes."""
+
+    def __init__(self, value: tp.Any):
+        self.value = value
+
+    def result(self) -> tp.Any:
+        return self.value
+
+
+def _format(metrics: dict) -> str:
+    parts = []
+    for stage in ('train', 'valid', 'test'):
+        values = metrics.get(stage) or {}
+        shown = {k: v for k, v in values.items()
+                 if k in ('loss', 'best', 'nsdr', 'sdr', 'nsdr_mixture')}
+        if shown:
+            parts.append(stage + ' ' + ' '.join(f'{k}={v:.4f}' for k, v in shown.items()))
+    return ' | '.join(parts)

@@ -1,0 +1,55 @@
+"""Dora/Hydra entry point: `dora run [overrides]` trains one XP.
+
+Builds everything through `builders`, then hands over to the `Solver`.
+"""
+import logging
+import sys
+
+import torch
+from dora import get_xp, hydra_main
+from omegaconf import OmegaConf
+
+from . import builders, distrib
+from .solver import Solver
+
+logger = logging.getLogger(__name__)
+
+
+def _check_config(cfg) -> None:
+    if cfg.model not in cfg:
+        raise ValueError(f"model={cfg.model} has no config section `{cfg.model}:`.")
+
+
+@hydra_main(config_path='../conf', config_name='config', version_base='1.3')
+def main(cfg):
+    xp = get_xp()
+    # Dora does not print the signature: it is how a user finds this XP again.
+    print(f"XP signature: {xp.sig}  (folder {xp.folder})", flush=True)
+    # Hydra's job logging writes to the console and to train.log in the XP folder.
+    logging.getLogger().setLevel(logging.DEBUG if cfg.misc.verbose else logging.INFO)
+    logger.info("XP %s in %s", xp.sig, xp.folder)
+    logger.debug(OmegaConf.to_yaml(cfg))
+    _check_config(cfg)
+    distrib.init()
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if cfg.dset.generate:
+        if distrib.is_master():
+            builders.ensure_synthetic(cfg.dset)
+        distrib.barrier()
+    torch.manual_seed(cfg.seed)
+    model = builders.get_model(cfg).to(device)
+    size = sum(p.numel() for p in model.parameters())
+    logger.info("Model %s: %.2f M parameters", cfg.model, size / 1e6)
+    if cfg.misc.show:
+        print(model)
+        print(f"Size: {size / 1e6:.2f} M parameters, {4 * size / 2 ** 20:.1f} MB")
+        return
+    datasets = builders.get_datasets(cfg)
+    optimizer = builders.get_optimizer(cfg, model)
+    scheduler = builders.get_scheduler(cfg, optimizer)
+    solver = Solver(cfg, model, optimizer, scheduler, datasets, xp, device)
+    solver.train()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

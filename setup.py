@@ -1,0 +1,44 @@
+"""Install `separator`. Versions are pinned to the set checked on CPU and on the lent GPUs.
+
+torch and torchaudio must be a matching pair (torchaudio's wheel declares no torch
+dependency), so both are pinned here.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+REQUIRED = [
+    'torch==2.11.0',
+    'torchaudio==2.11.0',
+    'dora-search==0.1.13',
+    'hydra-core==1.3.8',
+    'omegaconf==2.3.0',
+    'submitit==1.5.4',
+    'julius==0.2.8',
+    'diffq==0.2.4',
+    'museval==0.4.1',
+    'soundfile==0.14.0',
+    'treetable==0.2.6',
+    'numpy>=1.26',
+    'tqdm>=4.66',
+    'pyyaml>=6.0',
+]
+
+EXTRAS = {
+    'dev': ['pytest>=8.0'],
+}
+
+setup(
+    name='separator',
+    version='0.1.0',
+    description='Training framework for music source separation under Dora.',
+    long_description=(Path(__file__).parent / 'README.md').read_text(encoding='utf-8')
+    if (Path(__file__).parent / 'README.md').exists() else '',
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=find_packages(include=['separator', 'separator.*', 'tools', 'grids']),
+    include_package_data=True,
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+    license='MIT',
+)

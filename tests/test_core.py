@@ -1,0 +1,124 @@
+"""Unit tests of the pieces the solver is made of: metrics, losses, augment, apply, states."""
+import errno
+import os
+
+import pytest
+import torch
+
+from separator import augment, states
+from separator.apply import apply_model
+from separator.ema import ModelEMA
+from separator.losses import source_losses, weighted_loss
+from separator.metrics import nsdr, trivial_estimates
+
+
+def test_nsdr_reference_values():
+    ref = torch.randn(4, 2, 1000)
+    assert torch.allclose(nsdr(ref, torch.zeros_like(ref)), torch.zeros(4, dtype=torch.float64), atol=1e-6)
+    assert (nsdr(ref, ref) > 60).all()
+    # Half the amplitude: error is half the reference, 20 log10(2) = 6.02 dB.
+    assert torch.allclose(nsdr(ref, ref / 2), torch.full((4,), 6.0206, dtype=torch.float64),
+                          atol=1e-3)
+    silent = torch.zeros(1, 2, 1000)
+    assert nsdr(silent, silent).item() == 0
+
+
+def test_trivial_estimates():
+    mix = torch.randn(2, 100)
+    guesses = trivial_estimates(mix, 4)
+    assert torch.equal(guesses['mixture'][3], mix)
+    assert torch.allclose(guesses['mixture_split'].sum(0), mix, atol=1e-6)
+    assert not guesses['silence'].any()
+
+
+def test_losses_and_weights():
+    est, ref = torch.zeros(3, 4, 2, 10), torch.ones(3, 4, 2, 10)
+    ref[:, 1] = 3
+    losses = source_losses(est, ref, 'l1')
+    assert losses.shape == (3, 4) and losses[0, 1] == 3 and losses[0, 0] == 1
+    assert source_losses(est, ref, 'mse')[0, 1] == 9
+    assert weighted_loss(losses).item() == pytest.approx(1.5)
+    assert weighted_loss(losses, [0, 1, 0, 0]).item() == pytest.approx(3)
+    with pytest.raises(ValueError, match='one weight per source'):
+        weighted_loss(losses, [1, 1])
+    with pytest.raises(ValueError, match='Unknown optim.loss'):
+        source_losses(est, ref, 'l3')
+
+
+def test_augment_is_seeded_and_keeps_content():
+    sources = torch.randn(8, 4, 2, 100)
+
+    def run(seed):
+        gen = torch.Generator().manual_seed(seed)
+        out = augment.remix(augment.flip_sign(augment.flip_channels(sources, gen), gen), gen)
+        return out
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))
+    out = run(0)
+    # Remix permutes each source across examples of a group; flips keep the energy.
+    for s in range(4):
+        assert torch.allclose(out[:4, s].pow(2).sum(), sources[:4, s].pow(2).sum())
+    gen = torch.Generator().manual_seed(0)
+    scaled = augment.scale(sources, gen, 1., 0.5, 0.5)
+    assert torch.allclose(scaled, sources * 0.5)
+    with pytest.raises(ValueError, match='must divide'):
+        augment.remix(torch.randn(6, 4, 2, 10), gen, 1., 4)
+
+
+class Gains(torch.nn.Module):
+    """A 'model' that returns fixed gains of its input, and records chunk lengths."""
+    samplerate = 100
+    segment = 1.
+
+    def __init__(self):
+        super().__init__()
+        self.lengths = []
+        self.gains = torch.tensor([1., 0.5, 0.25, 0.])
+
+    def forward(self, mix):
+        self.lengths.append(mix.shape[-1])
+        return mix[:, None] * self.gains[None, :, None, None]
+
+
+@pytest.mark.parametrize('shifts', [0, 2])
+def test_apply_overlap_add_is_exact_for_linear_models(shifts):
+    model = Gains()
+    mix = torch.randn(2, 1234)
+    out = apply_model(model, mix, overlap=0.25, shifts=shifts,
+                      generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 2, 1234)
+    assert torch.allclose(out, mix[None] * model.gains[:, None, None], atol=1e-5)
+    assert max(model.lengths) == 100  # chunks of the model's segment, never the whole song
+
+
+def test_ema_tracks_weights():
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEMA(model, 0.5)
+    start = ema.state['weight'].clone()
+    with torch.no_grad():
+        model.weight.add_(2.)
+    ema.update()
+    assert torch.allclose(ema.state['weight'], start + 1.)
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / 'ckpt.th'
+    states.atomic_save({'a': 1}, path)
+
+    def full_disk(obj, fout):
+        fout.write(b'partial')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with pytest.raises(OSError, match=r'No space left.*ckpt\.th.*previous version'):
+        states.atomic_save({'a': 2}, path)
+    monkeypatch.undo()
+    assert states.safe_load(path) == {'a': 1}
+    assert os.listdir(tmp_path) == ['ckpt.th']
+
+
+def test_safe_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        states.safe_load(tmp_path / 'nope.th')
+    (tmp_path / 'bad.th').write_bytes(b'garbage')
+    with pytest.raises(RuntimeError, match=r'bad\.th.*corrupt'):
+        states.safe_load(tmp_path / 'bad.th')
