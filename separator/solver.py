@@ -7,6 +7,7 @@ any point and resumed replays the interrupted epoch exactly as if it had never s
 """
 import concurrent.futures
 import logging
+import multiprocessing
 import time
 import typing as tp
 from pathlib import Path
@@ -260,7 +261,9 @@ class Solver:
         pool = None
         futures = []
         if museval and test.workers > 0:
-            pool = concurrent.futures.ProcessPoolExecutor(test.workers)
+            # Forked children of a process that ran torch's OpenMP threads can deadlock.
+            context = multiprocessing.get_context('spawn')
+            pool = concurrent.futures.ProcessPoolExecutor(test.workers, mp_context=context)
         generator = torch.Generator().manual_seed(self.cfg.seed)
         for index in Progress(logger, range(count), 'Test', self.cfg.misc.num_prints):
             _name, mix, references = self.test_set[index]

@@ -1,13 +1,18 @@
 """Shared fixtures: small MUSDB18-HQ-layout folders written with random audio."""
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 SOURCES = ['drums', 'bass', 'other', 'vocals']
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +44,83 @@ def musdb_folder(tmp_path: Path) -> Path:
     return root
 
 
-def run_dora(args: tp.Sequence[str], cwd: Path, check: bool = True,
-             timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the `dora` command of this environment with `-P separator` in `cwd`."""
+def _dora(args: tp.Sequence[str]) -> tp.Tuple[tp.List[str], tp.Dict[str, str]]:
+    """The `dora -P separator ARGS` command of this environment, and its environment."""
     dora = Path(sys.executable).parent / 'dora'
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
-    result = subprocess.run([str(dora), '-P', 'separator', *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    return [str(dora), '-P', 'separator', *args], env
+
+
+def run_dora(args: tp.Sequence[str], cwd: Path, check: bool = True,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `dora ARGS` in `cwd` and wait for it; raise with its output if it fails."""
+    command, env = _dora(args)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"dora {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+# A tiny XP: 0.06 M parameters, 1 s segments, a few seconds per epoch on 2 cores.
+TINY = ['variant=tiny', 'dset.generate=false']
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory) -> Path:
+    from separator.data.synthetic import write_dataset
+    root = tmp_path_factory.mktemp('data') / 'synthetic'
+    write_dataset(root, tracks_train=4, tracks_test=2, seconds=6, seed=0, verbose=False)
+    return root
+
+
+def signature(result: subprocess.CompletedProcess) -> str:
+    match = re.search(r'XP signature: (\w+)', result.stdout)
+    assert match, result.stdout
+    return match.group(1)
+
+
+def xp_folder(cwd: Path, sig: str) -> Path:
+    return cwd / 'outputs' / 'xps' / sig
+
+
+def history(cwd: Path, sig: str) -> list:
+    return json.loads((xp_folder(cwd, sig) / 'history.json').read_text())
+
+
+def without_durations(entries: list) -> list:
+    return [{k: v for k, v in entry.items() if k != 'duration'} for entry in entries]
+
+
+def final_state(cwd: Path, sig: str) -> dict:
+    return torch.load(xp_folder(cwd, sig) / 'checkpoint.th', map_location='cpu',
+                      weights_only=False)
+
+
+def start_dora(args: tp.Sequence[str], cwd: Path, log: tp.Optional[Path] = None
+               ) -> subprocess.Popen:
+    """Start `dora run ARGS` in its own process group (to kill it whole), output to `log`."""
+    command, env = _dora(['run', *args])
+    output = open(log, 'w') if log else subprocess.DEVNULL
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=output,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_after(proc: subprocess.Popen, cwd: Path, sig: str, epochs_done: int,
+               delay: float) -> None:
+    """SIGKILL the XP `delay` seconds after its history reaches `epochs_done` epochs."""
+    path = xp_folder(cwd, sig) / 'history.json'
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            try:
+                if len(json.loads(path.read_text())) >= epochs_done:
+                    break
+            except ValueError:
+                pass
+        time.sleep(0.05)
+    time.sleep(delay)
+    assert proc.poll() is None, "the XP finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

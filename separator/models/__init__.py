@@ -2,9 +2,11 @@
 import typing as tp
 
 from .hdemucs import HDemucs
+from .htdemucs import HTDemucs
 
 MODELS: tp.Dict[str, type] = {
     'hdemucs': HDemucs,
+    'htdemucs': HTDemucs,
 }
 
 

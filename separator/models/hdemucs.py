@@ -85,16 +85,21 @@ def consistent_nffts(kernel_size: int, stride: int) -> tp.List[tp.Tuple[int, int
     return found
 
 
+def check_kernel_stride(kernel_size: int, stride: int) -> None:
+    """Raise a ValueError unless a layer divides lengths exactly by its stride."""
+    if stride < 2 or kernel_size < stride or (kernel_size - stride) % 2:
+        raise ValueError(f"Need stride >= 2 and kernel_size >= stride with kernel_size - stride "
+                         f"even (so a layer divides the length exactly by its stride), got "
+                         f"kernel_size={kernel_size}, stride={stride}. Use e.g. 8 and 4.")
+
+
 def check_hyperparams(nfft: int, depth: int, kernel_size: int, stride: int,
                       time_stride: int) -> int:
     """Raise a ValueError explaining the fix if the config can't merge the branches.
 
     Returns the number of frequency layers (the index of the merge layer + 1).
     """
-    if stride < 2 or kernel_size < stride or (kernel_size - stride) % 2:
-        raise ValueError(f"Need stride >= 2 and kernel_size >= stride with kernel_size - stride "
-                         f"even (so a layer divides the length exactly by its stride), got "
-                         f"kernel_size={kernel_size}, stride={stride}. Use e.g. 8 and 4.")
+    check_kernel_stride(kernel_size, stride)
     if time_stride < 2 or time_stride % 2:
         raise ValueError(f"time_stride must be an even number >= 2, got {time_stride}.")
     options = consistent_nffts(kernel_size, stride)
@@ -116,6 +121,34 @@ def check_hyperparams(nfft: int, depth: int, kernel_size: int, stride: int,
                          f"{layers} layers before it merges with the time branch, so use "
                          f"depth>={layers} or a smaller nfft. {hint}")
     return layers
+
+
+# ----------------------------------------------------------------------------------------
+# Spectrogram aligned with the time branch (shared with HTDemucs)
+
+
+def aligned_spectro(x: torch.Tensor, nfft: int) -> torch.Tensor:
+    """`[B, C, T]` (T multiple of hop = nfft // 4) -> `[B, C, nfft // 2, T // hop]` complex.
+
+    Frame k is centred on the middle of samples [k * hop, (k + 1) * hop), like the k-th
+    step of a time branch with a total stride of hop. The Nyquist bin is dropped.
+    """
+    hop = nfft // 4
+    frames = x.shape[-1] // hop
+    pad = 3 * hop // 2
+    x = F.pad(x, (pad, pad), mode='reflect')
+    z = spectro(x, nfft, hop)[..., :-1, :]  # drop the last (Nyquist) bin
+    assert z.shape[-1] == frames + 4, (z.shape, frames)
+    return z[..., 2:2 + frames]
+
+
+def aligned_ispectro(z: torch.Tensor, nfft: int, length: int) -> torch.Tensor:
+    """Inverse of `aligned_spectro`: `[*, nfft // 2, frames]` -> `[*, length]`."""
+    hop = nfft // 4
+    pad = 3 * hop // 2
+    z = F.pad(z, (2, 2, 0, 1))  # frames trimmed in `aligned_spectro`, and the Nyquist bin
+    x = ispectro(z, hop, length=length + 2 * pad)
+    return x[..., pad:pad + length]
 
 
 # ----------------------------------------------------------------------------------------
@@ -494,26 +527,10 @@ class HDemucs(nn.Module):
     # -- spectrogram ------------------------------------------------------------------
 
     def _spec(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, C, T]` (T multiple of hop) -> `[B, C, nfft // 2, T // hop]` complex.
-
-        Frame k is centred on the middle of samples [k * hop, (k + 1) * hop), like the
-        k-th step of the time branch at the merge.
-        """
-        hop = self.hop_length
-        frames = x.shape[-1] // hop
-        pad = 3 * hop // 2
-        x = F.pad(x, (pad, pad), mode='reflect')
-        z = spectro(x, self.nfft, hop)[..., :-1, :]  # drop the last (Nyquist) bin
-        assert z.shape[-1] == frames + 4, (z.shape, frames)
-        return z[..., 2:2 + frames]
+        return aligned_spectro(x, self.nfft)
 
     def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        """Inverse of `_spec`: `[*, nfft // 2, frames]` -> `[*, length]`."""
-        hop = self.hop_length
-        pad = 3 * hop // 2
-        z = F.pad(z, (2, 2, 0, 1))  # frames trimmed in `_spec`, and the Nyquist bin
-        x = ispectro(z, hop, length=length + 2 * pad)
-        return x[..., pad:pad + length]
+        return aligned_ispectro(z, self.nfft, length)
 
     # -- forward ----------------------------------------------------------------------
 
