@@ -36,6 +36,7 @@ test: install
 
 bench: install
 	$(PY) -m bench.loader
+	$(PY) -m bench.ddp
 
 clean:
 	rm -rf $(VENV) outputs data metadata

@@ -6,6 +6,7 @@ random generator is seeded from (seed, epoch) at the start of the epoch, so an X
 any point and resumed replays the interrupted epoch exactly as if it had never stopped.
 """
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import time
@@ -72,6 +73,11 @@ class Solver:
         self.emas = [ModelEMA(model, decay) for decay in cfg.ema.batch]
         self.best_state: tp.Optional[dict] = None
         self.best_valid = float('inf')
+        self.amp_dtype = _amp_dtype(cfg.optim.amp)
+        self.scaler = torch.amp.GradScaler(torch.device(device).type,
+                                           enabled=self.amp_dtype == torch.float16)
+        if cfg.optim.accumulate < 1:
+            raise ValueError(f"optim.accumulate={cfg.optim.accumulate} must be >= 1.")
         self.weights = None if cfg.weights is None else list(cfg.weights)
         if self.weights is not None and len(self.weights) != len(cfg.dset.sources):
             raise ValueError(f"weights={self.weights} must have one value per source "
@@ -90,6 +96,7 @@ class Solver:
             'model': copy_state(self.model.state_dict()),
             'optimizer': self.optimizer.state_dict(),
             'scheduler': self.scheduler.state_dict() if self.scheduler else None,
+            'scaler': self.scaler.state_dict(),
             'emas': [ema.state_dict() for ema in self.emas],
             'best_state': self.best_state,
             'best_valid': self.best_valid,
@@ -103,6 +110,8 @@ class Solver:
         self.optimizer.load_state_dict(state['optimizer'])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state['scheduler'])
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
         for ema, ema_state in zip(self.emas, state['emas']):
             ema.load_state_dict(ema_state)
         self.best_state = state['best_state']
@@ -157,20 +166,32 @@ class Solver:
         count = 0
         progress = Progress(logger, loader, f'Train {epoch + 1}', self.cfg.misc.num_prints,
                             total)
+        accumulate = self.cfg.optim.accumulate
+        grad_norm = 0.
+        self.optimizer.zero_grad()
         for index, sources in enumerate(progress):
             if index >= total:
                 break
             sources = augment(sources.to(self.device), generator, self.cfg.augment)
             mix = sources.sum(1)
-            estimate = self.dmodel(mix)
-            losses = source_losses(estimate, sources, self.cfg.optim.loss)
-            loss = weighted_loss(losses, self.weights)
-            self.optimizer.zero_grad()
-            loss.backward()
-            grad_norm = self._clip_gradients()
-            self.optimizer.step()
-            for ema in self.emas:
-                ema.update()
+            step = (index + 1) % accumulate == 0 or index + 1 == total
+            # Under DDP, gradients are all-reduced on the last micro-batch of a step only.
+            sync = contextlib.nullcontext() if step or self.dmodel is self.model \
+                else self.dmodel.no_sync()
+            with sync:
+                with self._autocast():
+                    estimate = self.dmodel(mix)
+                losses = source_losses(estimate.float(), sources, self.cfg.optim.loss)
+                loss = weighted_loss(losses, self.weights)
+                self.scaler.scale(loss / accumulate).backward()
+            if step:
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = self._clip_gradients()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad()
+                for ema in self.emas:
+                    ema.update()
             values = {'loss': loss.item(), 'grad': grad_norm}
             for name, value in zip(self.cfg.dset.sources, losses.mean(0).tolist()):
                 values[name] = value
@@ -182,6 +203,11 @@ class Solver:
             self.scheduler.step()
         return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
                                count)
+
+    def _autocast(self) -> tp.ContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype)
 
     def _clip_gradients(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -202,7 +228,9 @@ class Solver:
         count = 0
         for sources in self._loader(self.valid_set, sampler):
             sources = sources.to(self.device)
-            losses = source_losses(self.model(sources.sum(1)), sources, self.cfg.optim.loss)
+            with self._autocast():
+                estimate = self.model(sources.sum(1))
+            losses = source_losses(estimate.float(), sources, self.cfg.optim.loss)
             batch = len(sources)
             per_source = losses.sum(0)
             values = {'loss': weighted_loss(losses, self.weights).item() * batch}
@@ -332,6 +360,13 @@ class Solver:
             lines.append(f'{label:22}' + ''.join(f'{value:9.2f}' for value in values))
         logger.info("Test results of XP %s (dB):\n%s\nOutputs in %s", self.xp.sig,
                     '\n'.join(lines), self.folder)
+
+
+def _amp_dtype(amp: tp.Optional[str]) -> tp.Optional[torch.dtype]:
+    dtypes = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+    if amp not in dtypes:
+        raise ValueError(f"optim.amp={amp!r}: use null, bf16 or fp16.")
+    return dtypes[amp]
 
 
 class _Done:

@@ -14,6 +14,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from .slurm.cluster import start_cluster, stop_cluster
+
 SOURCES = ['drums', 'bass', 'other', 'vocals']
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,9 +78,10 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def signature(result: subprocess.CompletedProcess) -> str:
-    match = re.search(r'XP signature: (\w+)', result.stdout)
-    assert match, result.stdout
-    return match.group(1)
+    """The signature printed by `dora run` (or found by `dora info`)."""
+    match = re.search(r'XP signature: (\w+)|Found sheep Sheep\((\w+)', result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    return match.group(1) or match.group(2)
 
 
 def xp_folder(cwd: Path, sig: str) -> Path:
@@ -124,3 +127,31 @@ def kill_after(proc: subprocess.Popen, cwd: Path, sig: str, epochs_done: int,
     assert proc.poll() is None, "the XP finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+# ------------------------------------------------------------------ the test Slurm cluster
+DAEMONS = ['slurmd', 'slurmctld', 'slurmdbd', 'mysqld', 'munged']
+
+
+def _pid_running(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie (PID 1 here may reap late)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@pytest.fixture(scope='session')
+def slurm_env(tmp_path_factory) -> tp.Iterator[tp.Dict[str, str]]:
+    """Env vars (SLURM_CONF) of a cluster running for the whole session; stopped at the end,
+    checking that every daemon it started is gone."""
+    state = tmp_path_factory.mktemp('slurm')
+    env = start_cluster(state)  # raises RuntimeError with the daemon logs if it cannot start
+    pids = {name: int((state / 'run' / f'{name}.pid').read_text().strip()) for name in DAEMONS}
+    try:
+        yield env
+    finally:
+        stop_cluster(state)
+        left = {name: pid for name, pid in pids.items() if _pid_running(pid)}
+        assert not left, f"daemons still running after stop.sh: {left}"

@@ -9,35 +9,7 @@ import typing as tp
 from pathlib import Path
 from unittest import mock
 
-import pytest
-
-from .slurm.cluster import PARTITION, start_cluster, stop_cluster
-
-DAEMONS = ['slurmd', 'slurmctld', 'slurmdbd', 'mysqld', 'munged']
-
-
-def _pid_running(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie (PID 1 here may reap late)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-@pytest.fixture(scope='session')
-def slurm_env(tmp_path_factory) -> tp.Iterator[tp.Dict[str, str]]:
-    """Env vars (SLURM_CONF) of a cluster running for the whole session; stopped at the end,
-    checking that every daemon it started is gone."""
-    state = tmp_path_factory.mktemp('slurm')
-    env = start_cluster(state)  # raises RuntimeError with the daemon logs if it cannot start
-    pids = {name: int((state / 'run' / f'{name}.pid').read_text().strip()) for name in DAEMONS}
-    try:
-        yield env
-    finally:
-        stop_cluster(state)
-        left = {name: pid for name, pid in pids.items() if _pid_running(pid)}
-        assert not left, f"daemons still running after stop.sh: {left}"
+from .slurm.cluster import PARTITION, start_cluster
 
 
 def slurm(env: tp.Dict[str, str], *args: str, timeout: float = 60, check: bool = True,

@@ -19,10 +19,11 @@ def spectro(x: torch.Tensor, n_fft: int = 4096,
     """
     hop_length = hop_length or n_fft // 4
     *other, length = x.shape
-    x = x.reshape(-1, length)
+    x = x.reshape(-1, length).float()  # FFTs run in float32, also under mixed precision
     window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    z = torch.stft(x, n_fft, hop_length, window=window, win_length=n_fft, normalized=True,
-                   center=True, pad_mode='reflect', return_complex=True)
+    with torch.autocast(x.device.type, enabled=False):
+        z = torch.stft(x, n_fft, hop_length, window=window, win_length=n_fft,
+                       normalized=True, center=True, pad_mode='reflect', return_complex=True)
     return z.view(*other, *z.shape[-2:])
 
 
@@ -37,8 +38,9 @@ def ispectro(z: torch.Tensor, hop_length: tp.Optional[int] = None,
     hop_length = hop_length or n_fft // 4
     z = z.reshape(-1, freqs, frames)
     window = torch.hann_window(n_fft, device=z.device, dtype=z.real.dtype)
-    x = torch.istft(z, n_fft, hop_length, window=window, win_length=n_fft, normalized=True,
-                    center=True, length=length)
+    with torch.autocast(z.device.type, enabled=False):
+        x = torch.istft(z, n_fft, hop_length, window=window, win_length=n_fft,
+                        normalized=True, center=True, length=length)
     return x.view(*other, x.shape[-1])
 
 
@@ -56,6 +58,6 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     *other, C2, Fr, T = x.shape
     if C2 % 2:
         raise ValueError(f"Expected an even number of channels (real, imag pairs), got {C2}.")
-    x = x.reshape(*other, C2 // 2, 2, Fr, T)
+    x = x.float().reshape(*other, C2 // 2, 2, Fr, T)  # no complex bfloat16 or float16
     x = x.movedim(-3, -1).contiguous()
     return torch.view_as_complex(x)

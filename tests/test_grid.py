@@ -1,0 +1,86 @@
+"""`dora grid` on a real Slurm (tests/slurm/start.sh): a grid of 2 XPs runs to completion and
+shows its metrics; a requeued (preempted) job resumes in its XP folder and ends as if it had
+never been stopped."""
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from .conftest import ROOT, _dora, history, run_dora, without_durations, xp_folder
+
+
+def grid(args, cwd: Path, env: dict, timeout: float = 120) -> str:
+    command, base_env = _dora(['grid', 'cpu_smoke', '--no_monitoring', *args])
+    result = subprocess.run(command, cwd=cwd, env=dict(base_env, **env), capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def grid_sigs(cwd: Path, env: dict) -> list:
+    out = grid(['--dry_run', '--init'], cwd, env)
+    return re.findall(r'\b([0-9a-f]{8})\b', out)
+
+
+def wait_done(cwd: Path, env: dict, timeout: float) -> str:
+    deadline = time.time() + timeout
+    while True:
+        out = grid([], cwd, env)
+        # Dora abbreviates Slurm states to 3 letters in its table.
+        states = re.findall(r'\s(COM|FAI|CAN|TIM|RUN|PEN|UNK|REQ|N/A)\w*\s', out)
+        if len(states) >= 2 and all(state == 'COM' for state in states):
+            return out
+        assert not set(states) & {'FAI', 'CAN', 'TIM'}, out
+        assert time.time() < deadline, f"grid not done after {timeout}s:\n{out}"
+        time.sleep(3)
+
+
+def job_id(cwd: Path, sig: str) -> str:
+    """The Slurm job id of XP `sig`, from Dora's job file."""
+    info = run_dora(['info', '-f', sig], cwd)
+    match = re.search(r'sid=(\d+)|Job\((\d+)', info.stdout + info.stderr)
+    if match:
+        return match.group(1) or match.group(2)
+    job = json.loads((xp_folder(cwd, sig) / 'job.json').read_text())
+    return str(job['job_id'])
+
+
+def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
+    cwd = tmp_path / 'project'
+    cwd.mkdir()
+    # The grid's XPs use variant=tiny, whose data set lives in data/synthetic_tiny.
+    (cwd / 'data').mkdir()
+    os.symlink(tiny_data, cwd / 'data' / 'synthetic_tiny')
+    env = dict(slurm_env, PYTHONPATH=str(ROOT))
+    sigs = grid_sigs(cwd, env)
+    assert len(set(sigs)) == 2, sigs
+
+    grid([], cwd, env)   # submit
+    # Preempt the first XP once it has finished an epoch: Slurm requeues it, it resumes.
+    first = sorted(set(sigs))[0]
+    path = xp_folder(cwd, first) / 'history.json'
+    deadline = time.time() + 180
+    while not (path.exists() and json.loads(path.read_text() or '[]')):
+        assert time.time() < deadline, "the first XP never finished an epoch"
+        time.sleep(0.2)
+    subprocess.run(['scontrol', 'requeue', job_id(cwd, first)], env=dict(os.environ, **env),
+                   check=True, capture_output=True)
+    table = wait_done(cwd, env, timeout=300)
+    for sig in set(sigs):
+        assert len(history(cwd, sig)) == 4
+        assert sig in table
+    # Metrics are in the grid table (test nSDR of the last epoch).
+    assert re.search(r'\d+\.\d\d', table)
+    log = (xp_folder(cwd, first) / 'train.log').read_text()
+    assert 'Resumed from' in log
+
+    # The requeued XP ends as one never stopped: run it again here, uninterrupted.
+    straight = tmp_path / 'straight'
+    straight.mkdir()
+    (straight / 'data').mkdir()
+    os.symlink(tiny_data, straight / 'data' / 'synthetic_tiny')
+    argv = json.loads((xp_folder(cwd, first) / '.argv.json').read_text())
+    run_dora(['run', *argv], straight)
+    assert without_durations(history(straight, first)) == without_durations(history(cwd, first))
