@@ -1,4 +1,5 @@
 """Training losses: per-example, per-source losses and their weighted reduction."""
+import math
 import typing as tp
 
 import torch
@@ -16,10 +17,43 @@ def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1
     return error.flatten(2).mean(2)
 
 
-def weighted_loss(losses: torch.Tensor, weights: tp.Optional[tp.Sequence[float]] = None
-                  ) -> torch.Tensor:
-    """Average [B, S] losses over the batch, then over sources with `weights`."""
-    per_source = losses.mean(0)
+def kept_count(batch: int, quantile: float) -> int:
+    """How many examples per source loss truncation at `quantile` keeps in a batch."""
+    if not 0 < quantile < 1:
+        raise ValueError(f"optim.loss_truncation={quantile} must be in (0, 1).")
+    def keep(size: int) -> int:
+        return math.ceil(quantile * size - 1e-9)  # 0.9 x 10 is 9, not 9.000000000000002
+
+    if keep(batch) >= batch:
+        smallest = next(size for size in range(2, 10 ** 6) if keep(size) < size)
+        raise ValueError(
+            f"optim.loss_truncation={quantile} drops nothing in a batch of {batch} per process "
+            f"(it keeps ceil({quantile} x {batch}) = {keep(batch)}). Use a per-process batch "
+            f"of at least {smallest}, or a lower quantile.")
+    return keep(batch)
+
+
+def truncation_mask(losses: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Loss truncation (SDX23 winner): per source, keep the `ceil(q B)` smallest losses.
+
+    The largest losses of a batch are the examples most likely to carry label noise (a wrong
+    or bleeding stem), so they are masked out of the gradient. [B, S] -> bool [B, S].
+    """
+    keep = kept_count(losses.shape[0], quantile)
+    order = losses.detach().argsort(dim=0)
+    mask = torch.zeros_like(losses, dtype=torch.bool)
+    mask.scatter_(0, order[:keep], True)
+    return mask
+
+
+def weighted_loss(losses: torch.Tensor, weights: tp.Optional[tp.Sequence[float]] = None,
+                  mask: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Average [B, S] losses over the batch (the entries of `mask` only), then over sources
+    with `weights`."""
+    if mask is None:
+        per_source = losses.mean(0)
+    else:
+        per_source = (losses * mask).sum(0) / mask.sum(0).clamp(min=1)
     if weights is None:
         return per_source.mean()
     weights = torch.as_tensor(weights, dtype=per_source.dtype, device=per_source.device)

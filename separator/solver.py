@@ -21,7 +21,7 @@ from . import distrib
 from .apply import apply_model
 from .augment import augment
 from .ema import ModelEMA
-from .losses import source_losses, weighted_loss
+from .losses import kept_count, source_losses, truncation_mask, weighted_loss
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
 from .states import atomic_save, copy_state, safe_load, serialize_model
@@ -90,6 +90,8 @@ class Solver:
             raise ValueError(f"batch_size={self.cfg.batch_size} is global and must be divisible "
                              f"by the number of processes ({distrib.world_size}).")
         self.batch_size = self.cfg.batch_size // distrib.world_size
+        if self.cfg.optim.loss_truncation:
+            kept_count(self.batch_size, self.cfg.optim.loss_truncation)  # raises if too small
 
     def _state_dict(self) -> dict:
         return {
@@ -182,7 +184,10 @@ class Solver:
                 with self._autocast():
                     estimate = self.dmodel(mix)
                 losses = source_losses(estimate.float(), sources, self.cfg.optim.loss)
-                loss = weighted_loss(losses, self.weights)
+                mask = None
+                if self.cfg.optim.loss_truncation:
+                    mask = truncation_mask(losses, self.cfg.optim.loss_truncation)
+                loss = weighted_loss(losses, self.weights, mask)
                 self.scaler.scale(loss / accumulate).backward()
             if step:
                 self.scaler.unscale_(self.optimizer)

@@ -122,3 +122,17 @@ def test_safe_load_errors(tmp_path):
     (tmp_path / 'bad.th').write_bytes(b'garbage')
     with pytest.raises(RuntimeError, match=r'bad\.th.*corrupt'):
         states.safe_load(tmp_path / 'bad.th')
+
+
+def test_loss_truncation_masks_the_largest_losses():
+    from separator.losses import kept_count, truncation_mask
+    losses = torch.tensor([[1., 9.], [5., 2.], [3., 4.], [100., 1.]])
+    mask = truncation_mask(losses, 0.5)
+    assert mask.tolist() == [[True, False], [False, True], [True, False], [False, True]]
+    # The masked mean ignores the dropped examples: an outlier stem no longer matters.
+    assert weighted_loss(losses, None, mask).item() == pytest.approx(((1 + 3) / 2 + 1.5) / 2)
+    assert kept_count(4, 0.7) == 3
+    with pytest.raises(ValueError, match=r'drops nothing in a batch of 4 .* at least 10'):
+        kept_count(4, 0.9)
+    with pytest.raises(ValueError, match=r'must be in \(0, 1\)'):
+        kept_count(4, 1.5)
