@@ -40,5 +40,6 @@ setup(
     include_package_data=True,
     install_requires=REQUIRED,
     extras_require=EXTRAS,
+    entry_points={'console_scripts': ['separator = separator.separate:main']},
     license='MIT',
 )

@@ -1,4 +1,4 @@
-"""Two tiny XPs on a CPU-only Slurm (the local test cluster of tests/slurm/start.sh).
+"""Three tiny XPs (one of them on 2 DDP tasks) on a CPU-only Slurm (the local test cluster of tests/slurm/start.sh).
 
     dora grid cpu_smoke                # submit, then monitor until done
     dora grid cpu_smoke --dry_run --init
@@ -17,3 +17,5 @@ def explorer(launcher):
     launcher.bind_({'variant': 'tiny'})
     for lr in [1e-3, 3e-3]:
         launcher({'optim.lr': lr})
+    # DDP on Slurm: one task per (fake) GPU, rendezvous through Dora's distributed env.
+    launcher.slurm(gpus=2, cpus_per_gpu=1, mem_per_gpu=1)({'seed': 1})

@@ -31,6 +31,10 @@ def main(cfg):
     logger.debug(OmegaConf.to_yaml(cfg))
     _check_config(cfg)
     distrib.init()
+    if distrib.world_size > 1:
+        logger.info("Distributed: rank %d of %d", distrib.rank, distrib.world_size)
+        if not distrib.is_master():
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if cfg.dset.generate:
         if distrib.is_master():

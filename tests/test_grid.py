@@ -30,7 +30,7 @@ def wait_done(cwd: Path, env: dict, timeout: float) -> str:
         out = grid([], cwd, env)
         # Dora abbreviates Slurm states to 3 letters in its table.
         states = re.findall(r'\s(COM|FAI|CAN|TIM|RUN|PEN|UNK|REQ|N/A)\w*\s', out)
-        if len(states) >= 2 and all(state == 'COM' for state in states):
+        if len(states) >= 3 and all(state == 'COM' for state in states):
             return out
         assert not set(states) & {'FAI', 'CAN', 'TIM'}, out
         assert time.time() < deadline, f"grid not done after {timeout}s:\n{out}"
@@ -55,11 +55,11 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
     os.symlink(tiny_data, cwd / 'data' / 'synthetic_tiny')
     env = dict(slurm_env, PYTHONPATH=str(ROOT))
     sigs = grid_sigs(cwd, env)
-    assert len(set(sigs)) == 2, sigs
+    assert len(set(sigs)) == 3, sigs
 
     grid([], cwd, env)   # submit
     # Preempt the first XP once it has finished an epoch: Slurm requeues it, it resumes.
-    first = sorted(set(sigs))[0]
+    first = sigs[0]  # in grid order: not the DDP XP, which is last
     path = xp_folder(cwd, first) / 'history.json'
     deadline = time.time() + 180
     while not (path.exists() and json.loads(path.read_text() or '[]')):
@@ -75,6 +75,9 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
     assert re.search(r'\d+\.\d\d', table)
     log = (xp_folder(cwd, first) / 'train.log').read_text()
     assert 'Resumed from' in log
+    ddp = [sig for sig in set(sigs)
+           if 'Distributed: rank 0 of 2' in (xp_folder(cwd, sig) / 'train.log').read_text()]
+    assert len(ddp) == 1, "the gpus=2 XP did not run as 2 DDP tasks"
 
     # The requeued XP ends as one never stopped: run it again here, uninterrupted.
     straight = tmp_path / 'straight'

@@ -1,0 +1,178 @@
+"""Released models: packages written by `tools.export`, and bags of them.
+
+A repository is a folder. A name resolves to
+
+- `REPO/NAME.th`: one exported model package (`python -m tools.export SIG`);
+- `REPO/NAME.yaml`: a bag of exported models, as in Demucs::
+
+      models: [SIG1, SIG2]          # packages REPO/SIG1.th, REPO/SIG2.th
+      weights: [[1., 1., 0., 1.],   # optional: one list per model, one weight per source;
+                [1., 0., 1., 0.]]   # normalised per source over the models
+      segment: 8                    # optional: chunk length (seconds) for every model
+
+The models of a bag may have different architectures, but must share their sources, sample
+rate and channel count. Run a bag (or a single model) with `apply_bag`.
+"""
+import typing as tp
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .apply import apply_model
+from .states import load_model
+
+DEFAULT_REPO = Path('release_models')
+
+
+class ModelLoadingError(ValueError):
+    """A model or a bag cannot be loaded; the message names the file and the fix."""
+
+
+class BagOfModels(nn.Module):
+    """Several models whose estimates are blended per source with `weights`.
+
+    Args:
+        models: models with the same `sources`, `samplerate` and `audio_channels`.
+        weights: one list per model with one weight per source (default: all 1); the
+            estimate of a source is the weighted mean of the models' estimates.
+        segment: if given, the chunk length in seconds used for every model.
+    """
+
+    def __init__(self, models: tp.Sequence[nn.Module],
+                 weights: tp.Optional[tp.Sequence[tp.Sequence[float]]] = None,
+                 segment: tp.Optional[float] = None):
+        super().__init__()
+        if not models:
+            raise ModelLoadingError("A bag needs at least one model.")
+        first = models[0]
+        for index, other in enumerate(models):
+            for attr in ('sources', 'samplerate', 'audio_channels'):
+                if list_or_value(getattr(other, attr)) != list_or_value(getattr(first, attr)):
+                    raise ModelLoadingError(
+                        f"The models of a bag must have the same {attr}: model 0 has "
+                        f"{getattr(first, attr)}, model {index} has {getattr(other, attr)}.")
+            if segment is not None:
+                other.segment = segment
+        self.models = nn.ModuleList(models)
+        self.sources = list(first.sources)
+        self.samplerate = first.samplerate
+        self.audio_channels = first.audio_channels
+        self.segment = min(model.segment for model in models)
+        if weights is None:
+            weights = [[1.] * len(self.sources) for _ in models]
+        check_weights(weights, len(models), self.sources)
+        self.weights = [[float(w) for w in row] for row in weights]
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("Run a bag with `separator.pretrained.apply_bag(bag, mix)`.")
+
+
+def list_or_value(value: tp.Any) -> tp.Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_weights(weights: tp.Any, count: int, sources: tp.Sequence[str]) -> None:
+    """Raise a ModelLoadingError unless `weights` is `count` lists of len(sources) numbers
+    whose sum over the models is positive for every source."""
+    shape = f"{count} list(s) (one per model) of {len(sources)} numbers (one per source " \
+            f"{list(sources)})"
+    if not isinstance(weights, (list, tuple)) or len(weights) != count:
+        raise ModelLoadingError(f"Bag weights must be {shape}, got {weights!r}.")
+    for row in weights:
+        if (not isinstance(row, (list, tuple)) or len(row) != len(sources)
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                           for w in row)):
+            raise ModelLoadingError(f"Bag weights must be {shape}, got {weights!r}.")
+    for index, source in enumerate(sources):
+        if sum(row[index] for row in weights) <= 0:
+            raise ModelLoadingError(f"Bag weights for source {source!r} sum to "
+                                    f"{sum(row[index] for row in weights)}: they must sum "
+                                    f"to a positive number.")
+
+
+def apply_bag(model: nn.Module, mix: torch.Tensor, **kwargs: tp.Any) -> torch.Tensor:
+    """Separate `mix` [B, C, T] (or [C, T]) with a bag or a single model.
+
+    Runs `apply_model(sub_model, mix, **kwargs)` for every model of the bag and blends the
+    estimates per source with the bag's weights. A plain model is just `apply_model`.
+    """
+    if not isinstance(model, BagOfModels):
+        return apply_model(model, mix, **kwargs)
+    out: tp.Any = 0.
+    totals = [0.] * len(model.sources)
+    for sub_model, weights in zip(model.models, model.weights):
+        estimate = apply_model(sub_model, mix, **kwargs)
+        weight = torch.tensor(weights, dtype=estimate.dtype, device=estimate.device)
+        out = out + estimate * weight[:, None, None]
+        totals = [total + w for total, w in zip(totals, weights)]
+    total = torch.tensor(totals, dtype=out.dtype, device=out.device)
+    return out / total[:, None, None]
+
+
+def list_models(repo: tp.Union[str, Path] = DEFAULT_REPO) -> tp.List[str]:
+    """Names of the models and bags in `repo`, sorted."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        return []
+    return sorted({path.stem for path in repo.iterdir()
+                   if path.suffix in ('.th', '.yaml') and not path.name.startswith('.')})
+
+
+def _load_package(path: Path) -> nn.Module:
+    try:
+        model = load_model(path)
+    except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
+        raise ModelLoadingError(f"Cannot load the model package {path}: {error}") from error
+    return model.float().eval()
+
+
+def _load_bag(path: Path, repo: Path) -> BagOfModels:
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ModelLoadingError(f"Cannot read the bag {path}: {error}") from error
+    if not isinstance(config, dict) or not isinstance(config.get('models'), list) \
+            or not config['models']:
+        raise ModelLoadingError(f"Bag {path} must be a mapping with `models: [SIG, ...]` "
+                                f"(and optional `weights` and `segment`).")
+    unknown = set(config) - {'models', 'weights', 'segment'}
+    if unknown:
+        raise ModelLoadingError(f"Bag {path} has unknown keys {sorted(unknown)}; the keys are "
+                                f"models, weights and segment.")
+    names = [str(name) for name in config['models']]
+    missing = [name for name in names if not (repo / f'{name}.th').exists()]
+    if missing:
+        raise ModelLoadingError(
+            f"Bag {path} uses models missing from {repo}: {', '.join(missing)}. Export them "
+            f"with `python -m tools.export {' '.join(missing)} -o {repo}`.")
+    segment = config.get('segment')
+    if segment is not None and (not isinstance(segment, (int, float)) or segment <= 0):
+        raise ModelLoadingError(f"Bag {path}: segment must be a positive number of seconds, "
+                                f"got {segment!r}.")
+    models = [_load_package(repo / f'{name}.th') for name in names]
+    try:
+        return BagOfModels(models, config.get('weights'), segment).eval()
+    except ModelLoadingError as error:
+        raise ModelLoadingError(f"Bag {path}: {error}") from None
+
+
+def get_model(name: str, repo: tp.Union[str, Path] = DEFAULT_REPO) -> nn.Module:
+    """The model or bag `name` of `repo` (see the module doc), on CPU, in eval mode."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise ModelLoadingError(f"No model repository {repo}: export models into it with "
+                                f"`python -m tools.export SIG -o {repo}`.")
+    package, bag = repo / f'{name}.th', repo / f'{name}.yaml'
+    if package.exists() and bag.exists():
+        raise ModelLoadingError(f"{name} is ambiguous: both {package} and {bag} exist. "
+                                f"Rename one of them.")
+    if package.exists():
+        return _load_package(package)
+    if bag.exists():
+        return _load_bag(bag, repo)
+    names = list_models(repo)
+    known = f"Models in {repo}: {', '.join(names)}." if names else f"{repo} has no models."
+    raise ModelLoadingError(f"No model {name!r} ({package} or {bag}). {known} Export an XP "
+                            f"with `python -m tools.export SIG -o {repo}`.")

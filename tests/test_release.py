@@ -1,0 +1,193 @@
+"""Release: export a tiny XP, load it without Hydra, bags, and the `separator` command."""
+import os
+import subprocess
+import sys
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from separator.apply import apply_model
+from separator.pretrained import BagOfModels, ModelLoadingError, apply_bag, get_model
+from separator.states import atomic_save, load_model, safe_load
+from tools import export
+
+from .conftest import ROOT, SOURCES, TINY, final_state, run_dora, signature
+
+
+def python(args: tp.Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> tp.Iterator[None]:
+    """Tiny models run much faster on one thread than on cores shared with other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def xp(tiny_data, tmp_path_factory) -> tp.Tuple[Path, str]:
+    cwd = tmp_path_factory.mktemp('release')
+    result = run_dora(['run', *TINY, f'dset.musdb={tiny_data}', 'epochs=1', 'max_batches=2',
+                       'test.every=0'], cwd)
+    return cwd, signature(result)
+
+
+@pytest.fixture(scope='module')
+def repo(xp) -> Path:
+    cwd, sig = xp
+    result = python(['-m', 'tools.export', sig, '--xps', str(cwd / 'outputs' / 'xps'),
+                     '-o', str(cwd / 'release')], cwd)
+    assert result.returncode == 0, result.stderr
+    assert (cwd / 'release' / f'{sig}.th').exists()
+    return cwd / 'release'
+
+
+def plain(value: tp.Any) -> bool:
+    """True if `value` is made of builtin types only (no OmegaConf containers)."""
+    if isinstance(value, (list, tuple)):
+        return all(plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def test_export_package(xp, repo):
+    cwd, sig = xp
+    checkpoint = final_state(cwd, sig)
+    package = safe_load(repo / f'{sig}.th')
+    assert package['sig'] == sig
+    assert package['metrics'] == checkpoint['history'][-1]['test']
+    assert package['metrics']['nsdr'] == pytest.approx(checkpoint['history'][-1]['test']['nsdr'])
+    assert plain(package['args']) and plain(package['kwargs'])  # no Hydra/OmegaConf objects
+    reference = load_model({**checkpoint['package'], 'state': checkpoint['best_state']}).eval()
+    model = get_model(sig, repo)
+    assert not model.training
+    mix = torch.randn(2, int(1.2 * model.samplerate), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(apply_model(model, mix), apply_model(reference, mix))
+
+
+def test_export_half(xp, repo, capsys):
+    cwd, sig = xp
+    assert export.main([sig, '--half', '--xps', str(cwd / 'outputs' / 'xps'),
+                        '-o', str(cwd / 'half')]) == 0
+    package = safe_load(cwd / 'half' / f'{sig}.th')
+    assert all(v.dtype == torch.float16 for v in package['state'].values()
+               if v.is_floating_point())
+    half, full = get_model(sig, cwd / 'half'), get_model(sig, repo)
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    mix = 0.1 * torch.randn(2, half.samplerate, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a, b = half(mix[None]), full(mix[None])
+    assert (a - b).norm() < 1e-2 * b.norm()
+
+
+def test_export_errors(xp, capsys):
+    cwd, sig = xp
+    xps = cwd / 'outputs' / 'xps'
+    assert export.main(['nosuchsig', '--xps', str(xps), '-o', str(cwd / 'none')]) == 2
+    err = capsys.readouterr().err
+    assert 'nosuchsig' in err and 'dora info -f nosuchsig' in err and 'Traceback' not in err
+    (xps / 'unfinished').mkdir()
+    assert export.main(['unfinished', '--xps', str(xps), '-o', str(cwd / 'none')]) == 2
+    assert 'dora run -f unfinished' in capsys.readouterr().err
+    assert not (cwd / 'none').exists()
+
+
+def test_bag(xp, repo, tmp_path):
+    cwd, sig = xp
+    package = safe_load(repo / f'{sig}.th')
+    atomic_save(package, tmp_path / f'{sig}.th')
+    generator = torch.Generator().manual_seed(1)
+    other = dict(package, state={k: v + 0.05 * torch.randn(v.shape, generator=generator)
+                                 if v.is_floating_point() else v
+                                 for k, v in package['state'].items()})
+    atomic_save(other, tmp_path / 'other.th')
+    first, second = get_model(sig, tmp_path), get_model('other', tmp_path)
+    mix = 0.1 * torch.randn(2, int(0.75 * first.samplerate), generator=generator)
+    with torch.inference_mode():
+        a, b = apply_model(first, mix), apply_model(second, mix)
+        assert not torch.allclose(a, b)
+
+        (tmp_path / 'select.yaml').write_text(yaml.safe_dump(
+            {'models': [sig, 'other'], 'weights': [[1, 0, 1, 0], [0, 1, 0, 1]]}))
+        bag = get_model('select', tmp_path)
+        assert isinstance(bag, BagOfModels) and bag.sources == SOURCES
+        expected = torch.stack([a[0], b[1], a[2], b[3]])
+        assert torch.allclose(apply_bag(bag, mix), expected, atol=1e-6)
+
+        (tmp_path / 'blend.yaml').write_text(yaml.safe_dump(
+            {'models': [sig, 'other'], 'weights': [[1] * 4, [3] * 4], 'segment': 0.5}))
+        bag = get_model('blend', tmp_path)
+        assert bag.segment == 0.5
+        expected = (apply_model(first, mix, segment=0.5) + 3 * apply_model(second, mix,
+                                                                          segment=0.5)) / 4
+        assert torch.allclose(apply_bag(bag, mix), expected, atol=1e-6)
+
+    errors = {
+        'missing': ({'models': [sig, 'absent']}, "absent"),
+        'shape': ({'models': [sig, 'other'], 'weights': [[1, 1, 1, 1]]}, "one per model"),
+        'zero': ({'models': [sig, 'other'], 'weights': [[1, 0, 1, 1], [1, 0, 1, 1]]}, "bass"),
+        'mixed_rates': ({'models': [sig, 'rate']}, "samplerate"),
+    }
+    atomic_save(dict(package, kwargs={**package['kwargs'], 'samplerate': 22050}),
+                tmp_path / 'rate.th')
+    for name, (config, message) in errors.items():
+        (tmp_path / f'{name}.yaml').write_text(yaml.safe_dump(config))
+        with pytest.raises(ModelLoadingError, match=message):
+            get_model(name, tmp_path)
+    with pytest.raises(ModelLoadingError, match='select'):  # lists the known names
+        get_model('nothing', tmp_path)
+
+
+def separate(args: tp.Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
+    return python(['-m', 'separator.separate', *args], cwd)
+
+
+def test_separate_cli(xp, repo, tmp_path):
+    _cwd, sig = xp
+    rng = np.random.default_rng(0)
+    song = (0.1 * rng.standard_normal((int(1.5 * 44100), 2))).astype(np.float32)
+    sf.write(tmp_path / 'song.wav', song, 44100)
+    sf.write(tmp_path / 'mono.wav', 0.1 * rng.standard_normal(22050), 22050)
+    (tmp_path / 'bad.wav').write_bytes(b'RIFF but not really a wav file' * 10)
+    result = separate(['--repo', str(repo), '--shifts', '0', '-j', '1',
+                       'song.wav', 'bad.wav', 'mono.wav'], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert 'bad.wav' in result.stderr and 'Traceback' not in result.stderr
+    assert 'resampled from 22050 Hz to 44100 Hz' in result.stderr
+    for track, frames in [('song', len(song)), ('mono', 44100)]:
+        for source in SOURCES:
+            path = tmp_path / 'separated' / sig / track / f'{source}.wav'
+            info = sf.info(str(path))
+            assert (info.frames, info.channels, info.samplerate) == (frames, 2, 44100)
+            assert info.subtype == 'PCM_16'
+    assert not (tmp_path / 'separated' / sig / 'bad').exists()
+
+
+def test_separate_two_stems(xp, repo, tmp_path):
+    _cwd, sig = xp
+    mix = (0.1 * np.random.default_rng(1).standard_normal((44100, 2))).astype(np.float32)
+    sf.write(tmp_path / 'song.wav', mix, 44100, subtype='FLOAT')
+    result = separate(['-n', sig, '--repo', str(repo), '-o', 'out', '--two-stems', 'vocals',
+                       '--float32', '--clip-mode', 'none', '--shifts', '0', 'song.wav'],
+                      tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / 'out' / sig / 'song'
+    assert sorted(p.name for p in folder.iterdir()) == ['no_vocals.wav', 'vocals.wav']
+    vocals, _ = sf.read(folder / 'vocals.wav', dtype='float32')
+    rest, _ = sf.read(folder / 'no_vocals.wav', dtype='float32')
+    assert np.allclose(vocals + rest, mix, atol=1e-6)
+    with torch.inference_mode():
+        expected = apply_model(get_model(sig, repo), torch.from_numpy(mix.T.copy()))
+    assert np.allclose(vocals, expected[SOURCES.index('vocals')].numpy().T, atol=1e-5)

@@ -1,0 +1,118 @@
+"""Export trained XPs as self-contained model packages.
+
+    python -m tools.export SIG [SIG ...] [-o release_models] [--half] [--xps outputs/xps]
+
+Writes `OUT/SIG.th` for each XP: the model class, its constructor arguments, the weights of
+the best state (the last weights if there is none), the XP signature and its final test
+metrics. `separator.states.load_model(path)` rebuilds the model without any Hydra config;
+`separator.pretrained.get_model(SIG, OUT)` and the `separator` command use these packages.
+With `--half` the weights are stored as float16 (half the size); they are loaded back as
+float32.
+"""
+import argparse
+import sys
+import typing as tp
+from pathlib import Path
+
+import torch
+
+from separator.states import atomic_save, safe_load
+
+CHECKPOINT = 'checkpoint.th'
+
+
+class ExportError(ValueError):
+    """An XP cannot be exported; the message names the fix."""
+
+
+def last_test_metrics(history: tp.Sequence[dict]) -> dict:
+    """The test metrics of the last epoch that has some, or {}."""
+    for metrics in reversed(history):
+        if metrics.get('test'):
+            return dict(metrics['test'])
+    return {}
+
+
+def make_package(checkpoint: dict, half: bool = False) -> dict:
+    """The release package of an XP checkpoint (see `separator.solver.Solver._state_dict`)."""
+    for key in ('package', 'model'):
+        if key not in checkpoint:
+            raise ExportError(f"the checkpoint has no {key!r} entry: it was not written by "
+                              f"separator's solver.")
+    state = checkpoint.get('best_state') or checkpoint['model']
+    dtype = torch.float16 if half else None
+    state = {key: value.detach().to('cpu', dtype=dtype if value.is_floating_point() else None,
+                                    copy=True)
+             for key, value in state.items()}
+    history = list(checkpoint.get('history') or [])
+    package = checkpoint['package']
+    return {
+        'klass': package['klass'],
+        'args': package['args'],
+        'kwargs': package['kwargs'],
+        'state': state,
+        'sig': checkpoint.get('sig'),
+        'metrics': last_test_metrics(history),
+        'epochs': len(history),
+        'half': half,
+    }
+
+
+def export_xp(sig: str, xps: Path, out: Path, half: bool = False) -> Path:
+    """Export XP `sig` from the XP folder `xps` to `out/SIG.th`; return that path."""
+    folder = Path(xps) / sig
+    if not folder.is_dir():
+        raise ExportError(f"unknown XP {sig}: there is no folder {folder}. Check the signature "
+                          f"with `dora info -f {sig}` (or pass --xps, the folder holding "
+                          f"the XPs).")
+    path = folder / CHECKPOINT
+    if not path.exists():
+        raise ExportError(f"XP {sig} has no checkpoint ({path}): it has not finished an epoch "
+                          f"yet. Train it first: `dora run -f {sig}`.")
+    try:
+        checkpoint = safe_load(path)
+    except RuntimeError as error:
+        raise ExportError(f"{error} Then train the XP again: `dora run -f {sig}`.") from error
+    package = make_package(checkpoint, half)
+    if package['sig'] is None:
+        package['sig'] = sig
+    target = Path(out) / f'{sig}.th'
+    atomic_save(package, target)
+    return target
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.export',
+        description="Export trained XPs as self-contained model packages OUT/SIG.th.")
+    parser.add_argument('sigs', nargs='+', metavar='SIG', help="signatures of the XPs")
+    parser.add_argument('-o', '--out', type=Path, default=Path('release_models'),
+                        help="output folder (default: %(default)s)")
+    parser.add_argument('--half', action='store_true',
+                        help="store the weights as float16 (loaded back as float32)")
+    parser.add_argument('--xps', type=Path, default=Path('outputs/xps'),
+                        help="folder of the XPs (default: %(default)s)")
+    return parser
+
+
+def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    failed = []
+    for sig in args.sigs:
+        try:
+            target = export_xp(sig, args.xps, args.out, args.half)
+        except (ExportError, OSError) as error:
+            print(f"export: error: {error}", file=sys.stderr)
+            failed.append(sig)
+            continue
+        size = target.stat().st_size / 2 ** 20
+        print(f"Exported XP {sig} to {target} ({size:.2f} MiB)")
+    if failed:
+        print(f"export: {len(failed)} of {len(args.sigs)} XPs not exported: "
+              f"{' '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
