@@ -12,7 +12,8 @@ import torch
 from omegaconf import OmegaConf
 
 from .data.musdb import TrackInfo, index_tracks, split_valid
-from .data.segments import StridedSegments, TrainSegments, WholeTracks
+from .data.segments import RemixSegments, StridedSegments, TrainSegments, WholeTracks
+from .locking import locked
 from .models import get_model_class
 
 logger = logging.getLogger(__name__)
@@ -36,18 +37,54 @@ def ensure_synthetic(dset: tp.Any) -> None:
     write_dataset(absolute_path(dset.musdb), samplerate=dset.samplerate, **params)
 
 
+def ensure_labelnoise(dset: tp.Any) -> None:
+    """Write `dset.train_folder` from the clean training tracks if `dset.inject` asks for it."""
+    if not (dset.inject and dset.train_folder):
+        return
+    out = absolute_path(dset.train_folder)
+    with locked(out):
+        _ensure_labelnoise(dset, out)
+
+
+def _ensure_labelnoise(dset: tp.Any, out: Path) -> None:
+    from .data import labelnoise
+    if (out / 'manifest.json').exists():
+        manifest = labelnoise.load_manifest(out)
+        if (manifest['rate'], manifest['seed']) != (dset.noise_rate, dset.noise_seed):
+            raise ValueError(f"{out} was injected with rate={manifest['rate']}, "
+                             f"seed={manifest['seed']}, not dset.noise_rate={dset.noise_rate}, "
+                             f"dset.noise_seed={dset.noise_seed}: delete it or change "
+                             f"dset.train_folder.")
+        return
+    labelnoise.inject(absolute_path(dset.musdb), out, rate=dset.noise_rate,
+                      seed=dset.noise_seed)
+
+
 def get_tracks(dset: tp.Any) -> tp.Tuple[tp.List[TrackInfo], tp.List[TrackInfo],
                                          tp.List[TrackInfo]]:
     """Index the data set: (train, valid, test) track lists."""
     root = absolute_path(dset.musdb)
     cache = absolute_path(dset.metadata)
-    tracks = {}
-    for split in ['train', 'test']:
-        tracks[split] = index_tracks(root / split, dset.sources, dset.samplerate, dset.channels,
-                                     cache)
+
+    def index(folder: Path) -> tp.List[TrackInfo]:
+        return index_tracks(folder, dset.sources, dset.samplerate, dset.channels, cache)
+
+    train_folder = absolute_path(dset.train_folder) if dset.train_folder else root / 'train'
     valid_tracks = None if dset.valid_tracks is None else list(dset.valid_tracks)
-    train, valid = split_valid(tracks['train'], valid_tracks, dset.valid_count)
-    return train, valid, tracks['test']
+    train, valid = split_valid(index(train_folder), valid_tracks, dset.valid_count)
+    return train, valid, index(root / 'test')
+
+
+def read_clean_lists(folder: Path, sources: tp.Sequence[str]) -> tp.Dict[str, tp.Set[str]]:
+    """The track names whose stem is clean, per source (`clean_<source>.txt` of tools.filter)."""
+    lists = {}
+    for source in sources:
+        path = folder / f'clean_{source}.txt'
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: dset.clean_lists must be the output "
+                                    f"folder of `python -m tools.filter`.")
+        lists[source] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return lists
 
 
 def get_datasets(cfg: tp.Any) -> tp.Tuple[TrainSegments, StridedSegments, WholeTracks]:
@@ -59,7 +96,13 @@ def get_datasets(cfg: tp.Any) -> tp.Tuple[TrainSegments, StridedSegments, WholeT
         epoch_size = max(1, math.ceil(sum(t.length for t in train) / segment))
     logger.info("Data: %d train, %d valid, %d test tracks; %d examples of %.1f s per epoch",
                 len(train), len(valid), len(test), epoch_size, dset.segment)
-    train_set = TrainSegments(train, dset.sources, segment, epoch_size, cfg.seed)
+    if dset.clean_lists:
+        clean = read_clean_lists(absolute_path(dset.clean_lists), dset.sources)
+        train_set = RemixSegments(train, dset.sources, segment, epoch_size, cfg.seed, clean)
+        logger.info("Clean stems per source: %s",
+                    {source: len(pool) for source, pool in train_set.pools.items()})
+    else:
+        train_set = TrainSegments(train, dset.sources, segment, epoch_size, cfg.seed)
     valid_set = StridedSegments(valid, dset.sources, segment, int(dset.shift * dset.samplerate))
     return train_set, valid_set, WholeTracks(test, dset.sources)
 

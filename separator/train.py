@@ -36,10 +36,10 @@ def main(cfg):
         if not distrib.is_master():
             logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if cfg.dset.generate:
-        if distrib.is_master():
-            builders.ensure_synthetic(cfg.dset)
-        distrib.barrier()
+    if distrib.is_master():
+        builders.ensure_synthetic(cfg.dset)
+        builders.ensure_labelnoise(cfg.dset)
+    distrib.barrier()
     torch.manual_seed(cfg.seed)
     model = builders.get_model(cfg).to(device)
     size = sum(p.numel() for p in model.parameters())

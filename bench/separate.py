@@ -1,0 +1,229 @@
+"""Inference speed and memory: `separator.apply.apply_model` vs `demucs.apply.apply_model`.
+
+    python -m bench.separate [--seconds 60] [--shifts 1] [--overlap 0.25] [--segment S]
+                             [--model htdemucs|hdemucs] [--model-size full|small]
+                             [--memory-minutes 1 10] [--no-memory]
+
+Both implementations separate the same synthetic stereo song with the very same model object
+(a Demucs model with random, seeded weights), the same shifts (the random shift offsets are
+forced equal), overlap and segment. Prints seconds for each, the ratio demucs / ours, and the
+max abs difference of the outputs, over all samples and over the samples that both cover with
+a single chunk (there the difference is only float error: elsewhere the two blend overlapping
+chunks with different windows, demucs a triangle, ours a flat window with raised-cosine fades).
+Peak RSS is measured in fresh subprocesses separating 1 and 10 minutes with a small model.
+Needs `pip install demucs==4.1.0` (plus einops).
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import typing as tp
+
+import numpy as np
+import torch
+
+SOURCES = ['drums', 'bass', 'other', 'vocals']
+INSTALL = ("The benchmark compares with the `demucs` package, which is missing: "
+           "`pip install demucs==4.1.0 einops` (add `--no-deps` to keep your torch).")
+
+
+def import_demucs() -> tp.Any:
+    try:
+        import demucs.apply  # noqa: F401
+        import demucs.hdemucs  # noqa: F401
+        import demucs.htdemucs  # noqa: F401
+    except ImportError as error:
+        raise SystemExit(f"{INSTALL}\n({error})")
+    import demucs
+    return demucs
+
+
+def make_model(name: str, size: str, seed: int = 0) -> torch.nn.Module:
+    """A model with random weights, seeded; it has `samplerate`, `segment`, `audio_channels`."""
+    demucs = import_demucs()
+    torch.manual_seed(seed)
+    if name == 'htdemucs':
+        kwargs = {} if size == 'full' else dict(channels=8, depth=4, t_layers=1, t_heads=4,
+                                                 bottom_channels=0)
+        model = demucs.htdemucs.HTDemucs(sources=SOURCES, **kwargs)
+    elif size == 'full':
+        model = demucs.hdemucs.HDemucs(sources=SOURCES, segment=10)
+    else:
+        from separator.models.hdemucs import HDemucs
+        model = HDemucs(SOURCES, channels=8, depth=4, nfft=1024, dconv_depth=1)
+    return model.eval()
+
+
+def make_mix(seconds: float, samplerate: int = 44100, seed: int = 0) -> torch.Tensor:
+    """A synthetic song's mixture [1, 2, T]; longer than 60 s it repeats (synthesis is slow)."""
+    from separator.data.synthetic import synthesize_track
+    chunk = min(seconds, 60.)
+    stems = synthesize_track(np.random.default_rng(seed), chunk, samplerate)
+    mix = torch.from_numpy(sum(stems[name] for name in SOURCES).astype(np.float32))
+    length = int(round(seconds * samplerate))
+    repeats = -(-length // mix.shape[-1])
+    return mix.repeat(1, repeats)[:, :length][None].contiguous()
+
+
+class _FixedRandom:
+    """Stands in for the `random` module of `demucs.apply`: randint returns given offsets."""
+
+    def __init__(self, offsets: tp.List[int]):
+        self.offsets = list(offsets)
+
+    def randint(self, _low: int, _high: int) -> int:
+        return self.offsets.pop(0)
+
+
+def our_offsets(shifts: int, samplerate: int, seed: int) -> tp.List[int]:
+    """The shift offsets `separator.apply.apply_model` draws from a generator seeded `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    max_shift = int(0.5 * samplerate)
+    return [int(torch.randint(0, max_shift, (), generator=generator)) for _ in range(shifts)]
+
+
+def run_ours(model, mix, args) -> torch.Tensor:
+    from separator.apply import apply_model
+    generator = torch.Generator().manual_seed(args.seed)
+    with torch.inference_mode():
+        return apply_model(model, mix, segment=args.segment, overlap=args.overlap,
+                           shifts=args.shifts, generator=generator)
+
+
+def run_demucs(model, mix, args) -> torch.Tensor:
+    import demucs.apply
+    saved = demucs.apply.random
+    demucs.apply.random = _FixedRandom(our_offsets(args.shifts, model.samplerate, args.seed))
+    try:
+        with torch.inference_mode():
+            return demucs.apply.apply_model(model, mix, shifts=args.shifts, split=True,
+                                            overlap=args.overlap, segment=args.segment,
+                                            progress=False)
+    finally:
+        demucs.apply.random = saved
+
+
+def single_chunk_mask(length: int, segment: int, overlap: float, shifts: tp.List[int],
+                      samplerate: int) -> torch.Tensor:
+    """Output samples that both implementations take from exactly one chunk, for every shift."""
+    stride = max(1, int((1 - overlap) * segment))
+    mask = torch.ones(length, dtype=torch.bool)
+    max_shift = int(0.5 * samplerate)
+    for shift in shifts or [None]:
+        if shift is None:
+            ours_len = demucs_len = length
+            start = 0
+        else:
+            ours_len, demucs_len = length + max_shift, length + max_shift - shift
+            start = max_shift - shift
+        counts = []
+        for total, offsets in [(ours_len, range(0, ours_len - segment + stride, stride)),
+                               (demucs_len, range(0, demucs_len, stride))]:
+            count = torch.zeros(max(ours_len, demucs_len) + segment, dtype=torch.int)
+            for offset in (offsets if total > segment else [0]):
+                count[offset:offset + segment] += 1
+            counts.append(count[start:start + length])
+        mask &= (counts[0] == 1) & (counts[1] == 1)
+    return mask
+
+
+def peak_rss_child(argv: tp.List[str]) -> None:
+    """Subprocess mode: separate, print {"seconds": .., "rss_mb": ..} as JSON."""
+    impl, model_name, seconds = argv[0], argv[1], float(argv[2])
+    args = argparse.Namespace(segment=None, overlap=0.25, shifts=0, seed=0)
+    model = make_model(model_name, 'small')
+    mix = torch.randn(1, 2, int(seconds * model.samplerate),
+                      generator=torch.Generator().manual_seed(0)) * 0.1
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    begin = time.time()
+    (run_ours if impl == 'ours' else run_demucs)(model, mix, args)
+    elapsed = time.time() - begin
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({'seconds': elapsed, 'rss_mb': peak, 'before_mb': before}))
+
+
+def measure_memory(impl: str, model_name: str, minutes: float, threads: int) -> dict:
+    command = [sys.executable, '-m', 'bench.separate', '--_child', impl, model_name,
+               str(60 * minutes), '--threads', str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m bench.separate', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--seconds', type=float, default=60.)
+    parser.add_argument('--shifts', type=int, default=1)
+    parser.add_argument('--overlap', type=float, default=0.25)
+    parser.add_argument('--segment', type=float, default=None,
+                        help="chunk seconds (default: the model's; at most it for htdemucs)")
+    parser.add_argument('--model', choices=['htdemucs', 'hdemucs'], default='htdemucs')
+    parser.add_argument('--model-size', choices=['full', 'small'], default='full',
+                        help="size of the model of the speed comparison")
+    parser.add_argument('--memory-minutes', type=float, nargs='*', default=[1., 10.],
+                        help="song lengths (minutes) of the peak RSS runs, small model")
+    parser.add_argument('--no-memory', action='store_true', help="skip the peak RSS runs")
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--_child', nargs=3, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args._child:
+        peak_rss_child(args._child)
+        return 0
+    import_demucs()
+    model = make_model(args.model, args.model_size, args.seed)
+    if args.model == 'htdemucs' and args.segment is not None and args.segment > model.segment:
+        raise SystemExit(f"--segment {args.segment} is longer than the HTDemucs training "
+                         f"segment {float(model.segment)} s, which it cannot run.")
+    mix = make_mix(args.seconds, model.samplerate, args.seed)
+    rows = []
+    print(f"{args.model} ({args.model_size}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}"
+          f" M params, random weights), {args.seconds:g} s stereo, shifts={args.shifts}, "
+          f"overlap={args.overlap}, segment={args.segment or float(model.segment):g} s, "
+          f"{args.threads} thread(s)", flush=True)
+    timings = {}
+    outputs = {}
+    for impl, fn in [('demucs', run_demucs), ('ours', run_ours)]:
+        begin = time.time()
+        outputs[impl] = fn(model, mix, args)
+        timings[impl] = time.time() - begin
+        print(f"  {impl}: {timings[impl]:.1f} s", flush=True)
+    diff = (outputs['ours'] - outputs['demucs']).abs()
+    segment = int((args.segment or model.segment) * model.samplerate)
+    mask = single_chunk_mask(mix.shape[-1], segment, args.overlap,
+                             our_offsets(args.shifts, model.samplerate, args.seed),
+                             model.samplerate)
+    scale = outputs['demucs'].abs().max().item()
+    rows.append(('separate time (s)', f"{timings['demucs']:.1f}", f"{timings['ours']:.1f}",
+                 f"{timings['demucs'] / timings['ours']:.2f}x"))
+    rows.append(('max |ours - demucs|', '', f"{diff.max().item():.2e}",
+                 f"(output peak {scale:.2e})"))
+    single = diff[..., mask].max().item() if mask.any() else float('nan')
+    rows.append(('  on single-chunk samples', '', f"{single:.2e}",
+                 f"({mask.float().mean().item():.0%} of samples)"))
+    if not args.no_memory:
+        for minutes in args.memory_minutes:
+            figures = {impl: measure_memory(impl, args.model, minutes, args.threads)
+                       for impl in ('demucs', 'ours')}
+            print(f"  peak RSS {minutes:g} min: {figures}", flush=True)
+            rows.append((f'peak RSS {minutes:g} min small (MB)',
+                         f"{figures['demucs']['rss_mb']:.0f}", f"{figures['ours']['rss_mb']:.0f}",
+                         f"time {figures['demucs']['seconds']:.1f} / "
+                         f"{figures['ours']['seconds']:.1f} s"))
+    print(f"\n{'':30}{'demucs 4.1.0':>14}{'separator':>14}  demucs/ours")
+    for label, a, b, c in rows:
+        print(f"{label:30}{a:>14}{b:>14}  {c}")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
