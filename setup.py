@@ -22,6 +22,7 @@ REQUIRED = [
     'numpy>=1.26',
     'tqdm>=4.66',
     'pyyaml>=6.0',
+    'pedalboard==0.9.26',
 ]
 
 EXTRAS = {

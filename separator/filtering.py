@@ -15,7 +15,11 @@ scale) of each output source. Statistics (all computed and saved, one decides):
   level, dB. Clean iff >= threshold (default 20 dB).
 - `sdr`: SDR of the own-source estimate against the transformed stem itself,
   10 log10(|x|^2 / |x - own|^2), dB. It penalises both what leaks to other sources and
-  what the model changes or drops. Clean iff >= threshold (default 10 dB).
+  what the model changes or drops. Clean iff >= threshold (default 10 dB). Measured on a
+  synthetic band set (each source in its own frequency band, 12 tracks, rate 0.3) with an
+  oracle band-routing model, it did not beat `purity` (F1 0.886 vs 0.909: at 10 dB it keeps
+  -6 to -20 dB bleeds; ranking AUC 0.80 vs 0.79), so `purity` stays the default; `sdr` is
+  kept in `scores.json` and selectable to compare with real models.
 
 A stem whose level (of the original stem, RMS in dBFS) is below `silence_db` (default -60)
 is *silent*: it is reported separately (`silent: true` in `scores.json` and
@@ -48,7 +52,7 @@ from .pretrained import apply_bag
 
 STATISTICS = {'purity': 20.0, 'sdr': 10.0}  # name -> default threshold (dB)
 SCORES = 'scores.json'
-EPS = 1e-10                                 # energy floor: levels are >= -100 dB
+EPS = 1e-20                                 # energy floor: levels are >= -200 dB
 
 Loader = tp.Union[nn.Module, tp.Callable[[], nn.Module]]
 
@@ -333,6 +337,26 @@ def evaluate(decisions: tp.Mapping[str, tp.Mapping[str, bool]],
                          'recall': kinds[kind][1] / kinds[kind][0]} for kind in kind_names},
         'missing': missing,
     }
+
+
+def ranking_auc(scores: tp.Mapping[str, tp.Mapping[str, tp.Mapping[str, tp.Any]]],
+                manifest: tp.Mapping[str, tp.Any], statistic: str) -> float:
+    """Threshold-free quality of a statistic: the probability that a clean stem scores higher
+    than a corrupted one (ROC AUC, ties count half; silent stems score -inf). NaN when the
+    set lacks clean or corrupted stems."""
+    from .data.labelnoise import clean_flags
+    truth = clean_flags(manifest)
+    values: tp.Dict[bool, tp.List[float]] = {True: [], False: []}
+    for track, flags in truth.items():
+        for source, clean in flags.items():
+            stem = scores.get(track, {}).get(source)
+            if stem is not None:
+                values[clean].append(-np.inf if stem['silent'] else float(stem[statistic]))
+    good, bad = np.array(values[True]), np.array(values[False])
+    if not len(good) or not len(bad):
+        return float('nan')
+    wins = (good[:, None] > bad[None, :]).sum() + 0.5 * (good[:, None] == bad[None, :]).sum()
+    return float(wins / (len(good) * len(bad)))
 
 
 def format_metrics(metrics: tp.Mapping[str, tp.Any]) -> str:

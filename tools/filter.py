@@ -1,0 +1,151 @@
+"""Automatic label-noise filter (the SDX23 label-noise winner's purity test).
+
+    python -m tools.filter SIG_OR_NAME NOISY_FOLDER -o OUT
+        [--repo release_models | --xps outputs/xps]
+        [--semitones 6 --stretch 2 --threshold 20 --silence -60 --statistic purity]
+        [--workers 2 --threads 1] [--manifest PATH]
+
+The model is an XP signature (its `checkpoint.th` in `--xps`, best state or else last
+weights) or a released model/bag name of `--repo` (`separator.pretrained.get_model`). With
+neither option, the XP folder `outputs/xps` is tried first, then `release_models`.
+
+Writes `OUT/clean_{source}.txt` (one track folder per line), `OUT/silent_{source}.txt` and
+`OUT/scores.json` (see `separator.filtering`). With `--manifest` (a label-noise set's
+`manifest.json` or its folder), prints precision, recall and F1 of the "clean" decision against
+the ground truth per source and overall, and the detection rate of every kind of corruption.
+Exit status 2 for an unknown model, a missing folder or manifest, bad options.
+"""
+import argparse
+import functools
+import sys
+import typing as tp
+from pathlib import Path
+
+from torch import nn
+
+from separator.filtering import (STATISTICS, FilterConfig, evaluate, filter_folder,
+                                 format_metrics, ranking_auc)
+from separator.pretrained import DEFAULT_REPO, get_model
+from separator.states import load_model, safe_load
+
+CHECKPOINT = 'checkpoint.th'
+DEFAULT_XPS = Path('outputs/xps')
+
+
+class FilterError(ValueError):
+    """A bad argument: the message names the fix."""
+
+
+def load_xp(sig: str, xps: tp.Union[str, Path]) -> nn.Module:
+    """The model of XP `sig` (best state, or its last weights), in eval mode, on CPU."""
+    folder = Path(xps) / sig
+    path = folder / CHECKPOINT
+    if not folder.is_dir():
+        raise FilterError(f"unknown XP {sig}: there is no folder {folder}.")
+    if not path.exists():
+        raise FilterError(f"XP {sig} has no checkpoint ({path}): train it first "
+                          f"(`dora run -f {sig}`).")
+    try:
+        checkpoint = safe_load(path)
+        state = checkpoint.get('best_state') or checkpoint['model']
+        model = load_model({**checkpoint['package'], 'state': state})
+    except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
+        raise FilterError(f"cannot load XP {sig} from {path}: {error}") from error
+    return model.float().eval()
+
+
+def resolve(name: str, repo: tp.Optional[Path], xps: tp.Optional[Path]
+            ) -> tp.Tuple[tp.Callable[[], nn.Module], str]:
+    """A picklable loader of the model `name`, and a description of where it comes from."""
+    if repo is None and (xps is not None or (DEFAULT_XPS / name).is_dir()):
+        xps = xps or DEFAULT_XPS
+        return functools.partial(load_xp, name, xps), f'XP {name} ({xps / name})'
+    repo = repo or DEFAULT_REPO
+    if repo == DEFAULT_REPO and not repo.is_dir():
+        raise FilterError(f"unknown model {name}: no XP {DEFAULT_XPS / name} and no model "
+                          f"repository {repo}. Pass --xps or --repo.")
+    return functools.partial(get_model, name, repo), f'model {name} of {repo}'
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.filter',
+        description="Find the clean stems of a label-noise set: every stem alone, pitch-shifted "
+                    "and time-stretched, must be separated into its own source.")
+    parser.add_argument('model', metavar='SIG_OR_NAME',
+                        help="XP signature, or name of a released model or bag")
+    parser.add_argument('noisy', type=Path, metavar='NOISY_FOLDER',
+                        help="label-noise set: NOISY_FOLDER/<track>/<source>.wav")
+    parser.add_argument('-o', '--out', type=Path, required=True, help="output folder")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument('--repo', type=Path, help="folder of released models")
+    where.add_argument('--xps', type=Path, help=f"folder of the XPs (default: {DEFAULT_XPS})")
+    parser.add_argument('--semitones', type=float, default=6.0,
+                        help="pitch shift, semitones (default: %(default)s)")
+    parser.add_argument('--stretch', type=float, default=2.0,
+                        help="Rubber Band stretch factor: 2 plays twice as fast, 0.5 twice as "
+                             "slow (default: %(default)s)")
+    parser.add_argument('--statistic', choices=list(STATISTICS), default='purity',
+                        help="statistic that decides (default: %(default)s)")
+    parser.add_argument('--threshold', type=float, default=None,
+                        help="dB; a stem is clean iff its statistic >= threshold (default: "
+                             + ', '.join(f'{k} {v:g}' for k, v in STATISTICS.items()) + ")")
+    parser.add_argument('--silence', type=float, default=-60.0,
+                        help="stems below this level (RMS dBFS) are silent (default: "
+                             "%(default)s)")
+    parser.add_argument('--segment', type=float, default=None,
+                        help="chunk length in seconds (default: the model's)")
+    parser.add_argument('--workers', type=int, default=2,
+                        help="processes, 0 to run in this one (default: %(default)s)")
+    parser.add_argument('--threads', type=int, default=1,
+                        help="torch threads per worker (default: %(default)s)")
+    parser.add_argument('--manifest', type=Path,
+                        help="label-noise manifest (or its folder): print precision/recall")
+    parser.add_argument('--quiet', action='store_true', help="no progress bar")
+    return parser
+
+
+def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        if args.workers < 0 or args.threads < 1:
+            raise FilterError("--workers must be >= 0 and --threads >= 1.")
+        if not args.noisy.is_dir():
+            raise FilterError(f"no folder {args.noisy}: give the label-noise set "
+                              f"(NOISY_FOLDER/<track>/<source>.wav).")
+        manifest = None
+        if args.manifest is not None:
+            from separator.data.labelnoise import load_manifest
+            try:
+                manifest = load_manifest(args.manifest)
+            except (FileNotFoundError, ValueError) as error:
+                raise FilterError(str(error)) from error
+        config = FilterConfig(semitones=args.semitones, stretch=args.stretch,
+                              threshold=args.threshold, silence_db=args.silence,
+                              statistic=args.statistic, segment=args.segment)
+        loader, where = resolve(args.model, args.repo, args.xps)
+        print(f"Filtering {args.noisy} with {where}: {config.statistic} >= "
+              f"{config.threshold:g} dB, {config.semitones:+g} semitones, stretch "
+              f"{config.stretch:g}, silence below {config.silence_db:g} dBFS", flush=True)
+        result = filter_folder(loader, args.noisy, args.out, config, workers=args.workers,
+                               threads=args.threads, progress=not args.quiet,
+                               info={'model': args.model, 'from': where})
+    except (ValueError, FileNotFoundError) as error:   # FilterError, ModelLoadingError...
+        print(f"filter: error: {error}", file=sys.stderr)
+        return 2
+    for source in result.sources:
+        kept, silent = len(result.clean_tracks(source)), len(result.silent_tracks(source))
+        total = sum(source in stems for stems in result.scores.values())
+        print(f"{source}: {kept}/{total} clean, {silent} silent -> "
+              f"{args.out / f'clean_{source}.txt'}")
+    if manifest is not None:
+        print()
+        print(format_metrics(evaluate(result.decisions(), manifest)))
+        aucs = ', '.join(f'{name} {ranking_auc(result.scores, manifest, name):.3f}'
+                         for name in STATISTICS)
+        print(f"\nranking AUC (clean above corrupted, any threshold): {aucs}")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
