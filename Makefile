@@ -34,9 +34,12 @@ train: install
 test: install
 	$(PY) -m pytest -q tests
 
+# bench/separate.py compares with the demucs package (its peer), installed here only.
 bench: install
+	$(PY) -m pip install -q --no-deps demucs==4.1.0 einops
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp
+	$(PY) -m bench.separate
 
 clean:
 	rm -rf $(VENV) outputs data metadata

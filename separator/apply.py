@@ -19,35 +19,45 @@ def _window(length: int, overlap_frames: int, device: torch.device) -> torch.Ten
     return window
 
 
+def _stride(segment: int, overlap: float) -> int:
+    return max(1, int((1 - overlap) * segment))
+
+
+def chunk_offsets(length: int, segment: int, overlap: float) -> tp.List[int]:
+    """Start frames of the chunks covering `length` frames (`length > segment`)."""
+    offsets = list(range(0, length - segment + 1, _stride(segment, overlap)))
+    if offsets[-1] + segment < length:
+        # The last chunk ends with the song: it sees real audio, never zero padding.
+        offsets.append(length - segment)
+    return offsets
+
+
 def _separate_chunks(model: torch.nn.Module, mix: torch.Tensor, segment: int, overlap: float,
                      batch_size: int) -> torch.Tensor:
     """[B, C, T] -> [B, S, C, T] by overlap-add of `segment`-long chunks."""
     batch, channels, length = mix.shape
     if length <= segment:
         return model(mix)
-    stride = max(1, int((1 - overlap) * segment))
-    offsets = list(range(0, length - segment + stride, stride))
-    overlap_frames = segment - stride
-    window = _window(segment, overlap_frames, mix.device)
+    offsets = chunk_offsets(length, segment, overlap)
+    window = _window(segment, segment - _stride(segment, overlap), mix.device)
     out = None
     weight = torch.zeros(length, device=mix.device)
-    padded = torch.nn.functional.pad(mix, (0, offsets[-1] + segment - length))
     for start in range(0, len(offsets), batch_size):
         group = offsets[start:start + batch_size]
-        chunks = torch.cat([padded[..., o:o + segment] for o in group])
+        chunks = torch.cat([mix[..., o:o + segment] for o in group])
         estimates = model(chunks).view(len(group), batch, -1, channels, segment)
         if out is None:
             out = torch.zeros(batch, estimates.shape[2], channels, length, device=mix.device,
                               dtype=estimates.dtype)
         for offset, estimate in zip(group, estimates):
-            end = min(offset + segment, length)
-            out[..., offset:end] += estimate[..., :end - offset] * window[:end - offset]
-            weight[offset:end] += window[:end - offset]
-    return out / weight
+            out[..., offset:offset + segment] += estimate * window
+            weight[offset:offset + segment] += window
+    out /= weight  # in place: no second song-sized copy
+    return out
 
 
 def apply_model(model: torch.nn.Module, mix: torch.Tensor, segment: tp.Optional[float] = None,
-                overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 4,
+                overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 1,
                 generator: tp.Optional[torch.Generator] = None) -> torch.Tensor:
     """Separate `mix` [B, C, T] (or [C, T]) into [B, S, C, T] (or [S, C, T]).
 
@@ -57,6 +67,8 @@ def apply_model(model: torch.nn.Module, mix: torch.Tensor, segment: tp.Optional[
         shifts: if > 0, average over that many random time shifts of up to 0.5 s
             (the shift trick of Demucs), drawn from `generator`.
         split: if False, run the model on the whole input at once.
+        batch_size: chunks per forward call; 1 is as fast on CPU with half the memory, raise
+            it on a GPU.
     """
     squeeze = mix.dim() == 2
     if squeeze:

@@ -25,6 +25,7 @@ import soundfile as sf
 import torch
 import tqdm
 
+from .apply import chunk_offsets
 from .data.audio import AudioError, convert_channels
 from .pretrained import (DEFAULT_REPO, BagOfModels, ModelLoadingError, apply_bag, get_model,
                          list_models)
@@ -54,8 +55,7 @@ def _expected_calls(model: torch.nn.Module, length: int, args: argparse.Namespac
     if args.no_split or length <= segment:
         calls = 1
     else:
-        stride = max(1, int((1 - args.overlap) * segment))
-        chunks = len(range(0, length - segment + stride, stride))
+        chunks = len(chunk_offsets(length, segment, args.overlap))
         calls = math.ceil(chunks / args.batch_size)
     return calls * max(1, args.shifts)
 
@@ -190,8 +190,8 @@ def get_parser() -> argparse.ArgumentParser:
                         help="chunk length in seconds (default: the model's)")
     parser.add_argument('--no-split', action='store_true',
                         help="process each track at once instead of in chunks (more memory)")
-    parser.add_argument('--batch-size', type=int, default=4,
-                        help="chunks per forward call (default: %(default)s)")
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help="chunks per forward call; raise it on a GPU (default: %(default)s)")
     parser.add_argument('--two-stems', metavar='SOURCE',
                         help="write only SOURCE and no_SOURCE (the mixture minus SOURCE)")
     parser.add_argument('--seed', type=int, default=0,
