@@ -65,6 +65,23 @@ def run_dora(args: tp.Sequence[str], cwd: Path, check: bool = True,
     return result
 
 
+def run_python(args: tp.Sequence[str], cwd: Path, timeout: float = 300
+               ) -> subprocess.CompletedProcess:
+    """Run `python ARGS` of this environment in `cwd` (one thread: tiny models, shared cores)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def one_thread() -> tp.Iterator[None]:
+    """Tiny models run much faster on one thread than on cores shared with other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # A tiny XP: 0.06 M parameters, 1 s segments, a few seconds per epoch on 2 cores.
 TINY = ['variant=tiny', 'dset.generate=false']
 
@@ -75,6 +92,15 @@ def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('data') / 'synthetic'
     write_dataset(root, tracks_train=4, tracks_test=2, seconds=6, seed=0, verbose=False)
     return root
+
+
+@pytest.fixture(scope='session')
+def tiny_xp(tiny_data, tmp_path_factory) -> tp.Tuple[Path, str]:
+    """A tiny XP trained for 2 batches and tested on 1 track: (its cwd, its signature)."""
+    cwd = tmp_path_factory.mktemp('tiny_xp')
+    result = run_dora(['run', *TINY, f'dset.musdb={tiny_data}', 'epochs=1', 'max_batches=2',
+                       'test.every=0', 'test.max_tracks=1'], cwd)
+    return cwd, signature(result)
 
 
 def signature(result: subprocess.CompletedProcess) -> str:

@@ -1,10 +1,6 @@
 """The automatic label-noise filter: statistics with an oracle model, scoring against a
 manifest, and the `tools.filter` command with a tiny trained XP."""
 import json
-import os
-import subprocess
-import sys
-import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +13,9 @@ from separator.data.labelnoise import inject, load_manifest
 from separator.filtering import (FilterConfig, evaluate, filter_folder, format_metrics,
                                  ranking_auc, score_stem, stem_kind, transform)
 
-from .conftest import ROOT, TINY, run_dora, signature
+from .conftest import run_python
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 pytest.importorskip('pedalboard')
 
@@ -68,14 +66,6 @@ def write_band_set(root: Path, tracks: int, seconds: float = 1.) -> Path:
             sf.write(folder / f'{source}.wav', tone_stem(source, seconds, 10 * index + number).T,
                      SR, subtype='FLOAT')
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> tp.Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_transform_changes_pitch_and_length():
@@ -188,20 +178,13 @@ def test_evaluate_on_injected_set(tmp_path):
     assert scores['config']['threshold'] == 20 and set(scores['tracks']) == set(truth)
 
 
-def python(args: tp.Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_filter_cli(tiny_data, tmp_path):
-    result = run_dora(['run', *TINY, f'dset.musdb={tiny_data}', 'epochs=1', 'max_batches=1',
-                       'test.every=0'], tmp_path)
-    sig = signature(result)
+def test_filter_cli(tiny_data, tiny_xp, tmp_path):
+    cwd, sig = tiny_xp
     noisy = inject(tiny_data, tmp_path / 'noisy', rate=0.5, seed=0, verbose=False)
     out = tmp_path / 'filtered'
-    result = python(['-m', 'tools.filter', sig, str(noisy), '-o', str(out), '--workers', '1',
-                     '--manifest', str(noisy), '--quiet', '--threshold', '0'], tmp_path)
+    result = run_python(['-m', 'tools.filter', sig, str(noisy), '-o', str(out), '--workers',
+                         '1', '--xps', str(cwd / 'outputs' / 'xps'), '--manifest', str(noisy),
+                         '--quiet', '--threshold', '0'], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for word in ('precision', 'recall', 'f1', 'overall', 'clean', 'vocals', 'AUC'):
         assert word in result.stdout, result.stdout
@@ -216,7 +199,7 @@ def test_filter_cli(tiny_data, tmp_path):
     # Errors: unknown XP, missing folder.
     for args, message in ((['nosuchsig', str(noisy)], 'nosuchsig'),
                           ([sig, str(tmp_path / 'absent')], 'absent')):
-        result = python(['-m', 'tools.filter', *args, '-o', str(tmp_path / 'x'),
+        result = run_python(['-m', 'tools.filter', *args, '-o', str(tmp_path / 'x'),
                          '--xps', 'outputs/xps'], tmp_path)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert 'Traceback' not in result.stderr

@@ -1,7 +1,5 @@
 """Release: export a tiny XP, load it without Hydra, bags, and the `separator` command."""
-import os
 import subprocess
-import sys
 import typing as tp
 from pathlib import Path
 
@@ -16,37 +14,16 @@ from separator.pretrained import BagOfModels, ModelLoadingError, apply_bag, get_
 from separator.states import atomic_save, load_model, safe_load
 from tools import export
 
-from .conftest import ROOT, SOURCES, TINY, final_state, run_dora, signature
+from .conftest import SOURCES, final_state, run_python
 
-
-def python(args: tp.Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> tp.Iterator[None]:
-    """Tiny models run much faster on one thread than on cores shared with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
-def xp(tiny_data, tmp_path_factory) -> tp.Tuple[Path, str]:
-    cwd = tmp_path_factory.mktemp('release')
-    result = run_dora(['run', *TINY, f'dset.musdb={tiny_data}', 'epochs=1', 'max_batches=2',
-                       'test.every=0'], cwd)
-    return cwd, signature(result)
-
-
-@pytest.fixture(scope='module')
-def repo(xp) -> Path:
-    cwd, sig = xp
-    result = python(['-m', 'tools.export', sig, '--xps', str(cwd / 'outputs' / 'xps'),
-                     '-o', str(cwd / 'release')], cwd)
+def repo(tiny_xp) -> Path:
+    cwd, sig = tiny_xp
+    result = run_python(['-m', 'tools.export', sig, '--xps', str(cwd / 'outputs' / 'xps'),
+                         '-o', str(cwd / 'release')], cwd)
     assert result.returncode == 0, result.stderr
     assert (cwd / 'release' / f'{sig}.th').exists()
     return cwd / 'release'
@@ -61,8 +38,8 @@ def plain(value: tp.Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def test_export_package(xp, repo):
-    cwd, sig = xp
+def test_export_package(tiny_xp, repo):
+    cwd, sig = tiny_xp
     checkpoint = final_state(cwd, sig)
     package = safe_load(repo / f'{sig}.th')
     assert package['sig'] == sig
@@ -77,8 +54,8 @@ def test_export_package(xp, repo):
         assert torch.equal(apply_model(model, mix), apply_model(reference, mix))
 
 
-def test_export_half(xp, repo, capsys):
-    cwd, sig = xp
+def test_export_half(tiny_xp, repo, capsys):
+    cwd, sig = tiny_xp
     assert export.main([sig, '--half', '--xps', str(cwd / 'outputs' / 'xps'),
                         '-o', str(cwd / 'half')]) == 0
     package = safe_load(cwd / 'half' / f'{sig}.th')
@@ -92,8 +69,8 @@ def test_export_half(xp, repo, capsys):
     assert (a - b).norm() < 1e-2 * b.norm()
 
 
-def test_export_errors(xp, capsys):
-    cwd, sig = xp
+def test_export_errors(tiny_xp, capsys):
+    cwd, sig = tiny_xp
     xps = cwd / 'outputs' / 'xps'
     assert export.main(['nosuchsig', '--xps', str(xps), '-o', str(cwd / 'none')]) == 2
     err = capsys.readouterr().err
@@ -104,8 +81,8 @@ def test_export_errors(xp, capsys):
     assert not (cwd / 'none').exists()
 
 
-def test_bag(xp, repo, tmp_path):
-    cwd, sig = xp
+def test_bag(tiny_xp, repo, tmp_path):
+    cwd, sig = tiny_xp
     package = safe_load(repo / f'{sig}.th')
     atomic_save(package, tmp_path / f'{sig}.th')
     generator = torch.Generator().manual_seed(1)
@@ -151,11 +128,11 @@ def test_bag(xp, repo, tmp_path):
 
 
 def separate(args: tp.Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
-    return python(['-m', 'separator.separate', *args], cwd)
+    return run_python(['-m', 'separator.separate', *args], cwd)
 
 
-def test_separate_cli(xp, repo, tmp_path):
-    _cwd, sig = xp
+def test_separate_cli(tiny_xp, repo, tmp_path):
+    _cwd, sig = tiny_xp
     rng = np.random.default_rng(0)
     song = (0.1 * rng.standard_normal((int(1.5 * 44100), 2))).astype(np.float32)
     sf.write(tmp_path / 'song.wav', song, 44100)
@@ -175,8 +152,8 @@ def test_separate_cli(xp, repo, tmp_path):
     assert not (tmp_path / 'separated' / sig / 'bad').exists()
 
 
-def test_separate_two_stems(xp, repo, tmp_path):
-    _cwd, sig = xp
+def test_separate_two_stems(tiny_xp, repo, tmp_path):
+    _cwd, sig = tiny_xp
     mix = (0.1 * np.random.default_rng(1).standard_normal((44100, 2))).astype(np.float32)
     sf.write(tmp_path / 'song.wav', mix, 44100, subtype='FLOAT')
     result = separate(['-n', sig, '--repo', str(repo), '-o', 'out', '--two-stems', 'vocals',

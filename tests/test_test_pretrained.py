@@ -13,23 +13,14 @@ from separator.metrics import nsdr
 from separator.pretrained import get_model
 from tools import export, test_pretrained
 
-from .conftest import SOURCES, TINY, history, run_dora, signature
+from .conftest import SOURCES, history
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> tp.Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
-def released(tiny_data, tmp_path_factory) -> tp.Tuple[Path, str, Path]:
-    cwd = tmp_path_factory.mktemp('test_pretrained')
-    result = run_dora(['run', *TINY, f'dset.musdb={tiny_data}', 'epochs=1', 'max_batches=2',
-                       'test.every=0', 'test.max_tracks=1'], cwd)
-    sig = signature(result)
+def released(tiny_xp) -> tp.Tuple[Path, str, Path]:
+    cwd, sig = tiny_xp
     assert export.main([sig, '--xps', str(cwd / 'outputs' / 'xps'),
                         '-o', str(cwd / 'release')]) == 0
     return cwd, sig, cwd / 'release'
