@@ -48,11 +48,17 @@ def main(cfg):
         print(model)
         print(f"Size: {size / 1e6:.2f} M parameters, {4 * size / 2 ** 20:.1f} MB")
         return
-    datasets = builders.get_datasets(cfg)
-    optimizer = builders.get_optimizer(cfg, model)
-    scheduler = builders.get_scheduler(cfg, optimizer)
-    solver = Solver(cfg, model, optimizer, scheduler, datasets, xp, device)
-    solver.train()
+    try:
+        datasets = builders.get_datasets(cfg)
+        optimizer = builders.get_optimizer(cfg, model)
+        scheduler = builders.get_scheduler(cfg, optimizer)
+        solver = Solver(cfg, model, optimizer, scheduler, datasets, xp, device)
+        solver.train()
+    except Exception as error:
+        if distrib.world_size > 1:  # say which process failed and why, in its own log
+            logger.error("Rank %d of %d failed: %s: %s", distrib.rank, distrib.world_size,
+                         type(error).__name__, error)
+        raise
 
 
 if __name__ == '__main__':

@@ -32,6 +32,7 @@ def test_ddp_batch_size_must_divide(tiny_data, tmp_path):
     sig = signature(result)
     logs = result.stdout + result.stderr + (xp_folder(tmp_path, sig) / 'worker_1.log').read_text()
     assert 'batch_size=5 is global and must be divisible by the number of processes (2)' in logs
+    assert 'Rank 1 of 2 failed: ValueError: batch_size=5' in logs
 
 
 def test_ddp_sigkill_and_resume_is_exact(tiny_data, tmp_path):
