@@ -20,7 +20,8 @@ def test_ddp_trains_and_shards(tiny_data, tmp_path):
     folder = xp_folder(tmp_path, sig)
     assert len(history(tmp_path, sig)) == 2
     worker_log = (folder / 'worker_1.log').read_text()
-    assert 'world_size' in worker_log or 'Train' in worker_log
+    assert 'Distributed: rank 1 of 2' in worker_log
+    assert 'Train' not in worker_log  # rank 0 speaks for all
     # batch_size=4 over 2 ranks: 2 per rank, 32 examples per epoch -> 8 steps per rank.
     assert 'Train 1 | 8/8' in result.stdout + result.stderr
 
