@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .data.audio import convert_channels, read_audio
+from .data.musdb import track_folders
 from .pretrained import apply_bag
 
 STATISTICS = {'purity': 20.0, 'sdr': 10.0}  # name -> default threshold (dB)
@@ -157,8 +158,7 @@ def list_stems(folder: Path, sources: tp.Sequence[str]) -> tp.List[tp.Tuple[str,
     if not folder.is_dir():
         raise FileNotFoundError(f"No folder {folder}: give the label-noise set "
                                 f"(FOLDER/<track>/<source>.wav).")
-    tracks = sorted(path for path in folder.iterdir()
-                    if path.is_dir() and not path.name.startswith('.'))
+    tracks = track_folders(folder)
     stems = [(track.name, source) for track in tracks for source in sources
              if (track / f'{source}.wav').exists()]
     if not stems:

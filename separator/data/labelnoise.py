@@ -53,10 +53,11 @@ import numpy as np
 import soundfile as sf
 
 from .audio import AudioError, convert_channels, fit_length, read_audio
-# Private helpers of the synthetic generator, imported rather than copied: `_write_wav` writes
+from .musdb import track_folders
+# Helpers of the synthetic generator, shared rather than copied: `write_wav` writes
 # float32 WAV without libsndfile's timestamped PEAK chunk (identical bytes run to run),
-# `_remove_stale_temporaries` removes temporary folders of crashed writers.
-from .synthetic import _remove_stale_temporaries, _write_wav
+# `remove_stale_temporaries` removes temporary folders of crashed writers.
+from .synthetic import remove_stale_temporaries, write_wav
 
 SOURCES = ('bass', 'drums', 'other', 'vocals')
 KINDS = ('swap', 'other_track', 'bleed', 'silence', 'shift')
@@ -106,8 +107,7 @@ def list_clean_tracks(split_dir: Path) -> tp.Tuple[tp.List[CleanTrack], int]:
     if not split_dir.is_dir():
         raise AudioError(f"Clean folder {split_dir} does not exist. Give the root of a "
                          f"MUSDB18-HQ layout (ROOT/<split>/<track>/<source>.wav).")
-    folders = sorted(path for path in split_dir.iterdir()
-                     if path.is_dir() and not path.name.startswith('.'))
+    folders = track_folders(split_dir)
     if not folders:
         raise AudioError(f"Clean folder {split_dir} holds no track folder.")
     tracks = []
@@ -403,7 +403,7 @@ def _write_track(folder: Path, stems: tp.Dict[str, Array], samplerate: int) -> N
     tmp.mkdir(parents=True)
     try:
         for source in SOURCES:
-            _write_wav(tmp / f'{source}.wav', np.asarray(stems[source], dtype=np.float32),
+            write_wav(tmp / f'{source}.wav', np.asarray(stems[source], dtype=np.float32),
                        samplerate)
         if folder.exists():
             shutil.rmtree(folder)
@@ -480,7 +480,7 @@ def inject(clean_root: tp.Union[str, Path], out: tp.Union[str, Path], rate: floa
     for path in out.iterdir():          # folders of a previous set that this one lacks
         if path.is_dir() and _is_uuid(path.name) and path.name not in names.values():
             shutil.rmtree(path)
-    _remove_stale_temporaries(out, '*')
+    remove_stale_temporaries(out, '*')
     entries = {}
     begin = time.time()
     for index, track in enumerate(tracks):

@@ -99,6 +99,16 @@ def _write_json(path: Path, data: tp.Any) -> None:
     os.replace(tmp, path)
 
 
+def track_folders(folder: Path) -> tp.List[Path]:
+    """The track folders of `folder`, sorted by name.
+
+    Hidden folders are skipped: they are the temporaries of writers that build a track, then
+    rename it into place.
+    """
+    return sorted(path for path in Path(folder).iterdir()
+                  if path.is_dir() and not path.name.startswith('.'))
+
+
 def index_tracks(folder: tp.Union[str, Path], sources: tp.Sequence[str], samplerate: int,
                  channels: int, cache_dir: tp.Optional[tp.Union[str, Path]] = None
                  ) -> tp.List[TrackInfo]:
@@ -112,9 +122,7 @@ def index_tracks(folder: tp.Union[str, Path], sources: tp.Sequence[str], sampler
     if not folder.is_dir():
         raise AudioError(f"Data folder {folder} does not exist. Point dset.musdb at a "
                          f"MUSDB18-HQ layout (ROOT/train/<track>/<source>.wav).")
-    # Hidden folders are temporaries of writers that build a track, then rename it.
-    track_dirs = sorted(path for path in folder.iterdir()
-                        if path.is_dir() and not path.name.startswith('.'))
+    track_dirs = track_folders(folder)
     if not track_dirs:
         raise AudioError(f"Data folder {folder} holds no track folder. Expected "
                          f"{folder}/<track>/{{{','.join(sources)}}}.wav, as in MUSDB18-HQ.")

@@ -964,7 +964,7 @@ def track_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
 
 
-def _write_wav(path: Path, audio: Array, samplerate: int) -> None:
+def write_wav(path: Path, audio: Array, samplerate: int) -> None:
     """float32 WAV without the PEAK chunk, whose timestamp would make files differ between
     runs."""
     with sf.SoundFile(str(path), 'w', samplerate=samplerate, channels=audio.shape[0],
@@ -1008,7 +1008,7 @@ def _is_complete(folder: Path, length: int, samplerate: int) -> bool:
     return True
 
 
-def _remove_stale_temporaries(split_dir: Path, name: str) -> None:
+def remove_stale_temporaries(split_dir: Path, name: str) -> None:
     """Temporary folders of crashed runs (their process is gone)."""
     for tmp in split_dir.glob(f'.{name}.tmp-*'):
         try:
@@ -1026,9 +1026,9 @@ def _write_track(folder: Path, stems: tp.Dict[str, Array], samplerate: int) -> N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_wav(tmp / f'{MIXTURE}.wav', mix_stems(stems), samplerate)
+        write_wav(tmp / f'{MIXTURE}.wav', mix_stems(stems), samplerate)
         for source in SOURCES:
-            _write_wav(tmp / f'{source}.wav', stems[source], samplerate)
+            write_wav(tmp / f'{source}.wav', stems[source], samplerate)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -1090,7 +1090,7 @@ def _write_dataset(root: Path, tracks_train: int, tracks_test: int, seconds: flo
         for index in range(count):
             name = track_name(split, index)
             folder = split_dir / name
-            _remove_stale_temporaries(split_dir, name)
+            remove_stale_temporaries(split_dir, name)
             if _is_complete(folder, length, samplerate):
                 if verbose:
                     print(f"[synthetic] {split} {index + 1}/{count} {name}: exists, kept",
