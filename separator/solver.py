@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from . import distrib
 from .apply import apply_model
 from .augment import augment
+from .data.segments import EpochSampler
 from .ema import ModelEMA
 from .losses import kept_count, source_losses, truncation_mask, weighted_loss
 from .metrics import bss_sdr, nsdr, trivial_estimates
@@ -155,7 +156,6 @@ class Solver:
                           num_workers=self.cfg.misc.num_workers, drop_last=False)
 
     def _train_epoch(self, epoch: int) -> dict:
-        from .data.segments import EpochSampler
         generator = self._seed(epoch)
         sampler = EpochSampler(len(self.train_set), distrib.rank, distrib.world_size)
         sampler.set_epoch(epoch)
@@ -222,7 +222,6 @@ class Solver:
     @torch.no_grad()
     def _valid_loss(self, state: tp.Optional[dict]) -> dict:
         """Validation losses with `state` loaded (None: the current weights)."""
-        from .data.segments import EpochSampler
         backup = None
         if state is not None:
             backup = copy_state(self.model.state_dict())

@@ -50,9 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from .audio import AudioError, convert_channels, fit_length, read_audio
+from .audio import AudioError, audio_info, convert_channels, fit_length, read_audio
 from .musdb import track_folders
 # Helpers of the synthetic generator, shared rather than copied: `write_wav` writes
 # float32 WAV without libsndfile's timestamped PEAK chunk (identical bytes run to run),
@@ -119,10 +118,7 @@ def list_clean_tracks(split_dir: Path) -> tp.Tuple[tp.List[CleanTrack], int]:
             if not path.exists():
                 raise AudioError(f"Clean track {folder} has no {source}.wav (expected "
                                  f"{', '.join(s + '.wav' for s in SOURCES)}).")
-            try:
-                info = sf.info(str(path))
-            except Exception as error:
-                raise AudioError(f"Cannot read {path}: {error}.") from error
+            info = audio_info(path)
             formats[source] = (info.frames, info.channels)
             samplerates[folder.name] = info.samplerate
         if len(set(formats.values())) > 1:
