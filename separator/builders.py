@@ -75,6 +75,24 @@ def get_tracks(dset: tp.Any) -> tp.Tuple[tp.List[TrackInfo], tp.List[TrackInfo],
     return train, valid, index(root / 'test')
 
 
+def clean_lists_folder(value: str, xps: tp.Optional[Path]) -> Path:
+    """`dset.clean_lists`: a folder of clean lists, or the signature of a filter XP in `xps`."""
+    folder = absolute_path(value)
+    if folder.is_dir():
+        return folder
+    if xps is not None and (Path(xps) / str(value)).is_dir():
+        from .filter_stage import filter_output
+        folder = filter_output(Path(xps) / str(value))
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"dset.clean_lists={value}: XP {value} has no clean lists ({folder}); it is "
+                f"not a filter XP (filter.model=SIG), or it has not run: `dora run -f {value}`.")
+        return folder
+    raise FileNotFoundError(f"dset.clean_lists={value}: neither a folder nor the signature of "
+                            f"an XP in {xps}. Give the output folder of `python -m tools.filter` "
+                            f"or the signature of a filter XP.")
+
+
 def read_clean_lists(folder: Path, sources: tp.Sequence[str]) -> tp.Dict[str, tp.Set[str]]:
     """The track names whose stem is clean, per source (`clean_<source>.txt` of tools.filter)."""
     lists = {}
@@ -82,12 +100,14 @@ def read_clean_lists(folder: Path, sources: tp.Sequence[str]) -> tp.Dict[str, tp
         path = folder / f'clean_{source}.txt'
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: dset.clean_lists must be the output "
-                                    f"folder of `python -m tools.filter`.")
+                                    f"folder of `python -m tools.filter` or a filter XP.")
         lists[source] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
     return lists
 
 
-def get_datasets(cfg: tp.Any) -> tp.Tuple[TrainSegments, StridedSegments, WholeTracks]:
+def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
+                 ) -> tp.Tuple[TrainSegments, StridedSegments, WholeTracks]:
+    """Train, valid and test sets; `xps` (Dora's XP folder) resolves `dset.clean_lists=SIG`."""
     dset = cfg.dset
     train, valid, test = get_tracks(dset)
     segment = int(dset.segment * dset.samplerate)
@@ -97,7 +117,7 @@ def get_datasets(cfg: tp.Any) -> tp.Tuple[TrainSegments, StridedSegments, WholeT
     logger.info("Data: %d train, %d valid, %d test tracks; %d examples of %.1f s per epoch",
                 len(train), len(valid), len(test), epoch_size, dset.segment)
     if dset.clean_lists:
-        clean = read_clean_lists(absolute_path(dset.clean_lists), dset.sources)
+        clean = read_clean_lists(clean_lists_folder(dset.clean_lists, xps), dset.sources)
         train_set = RemixSegments(train, dset.sources, segment, epoch_size, cfg.seed, clean)
         logger.info("Clean stems per source: %s",
                     {source: len(pool) for source, pool in train_set.pools.items()})

@@ -21,9 +21,10 @@ import yaml
 from torch import nn
 
 from .apply import apply_model
-from .states import load_model
+from .states import load_model, safe_load
 
 DEFAULT_REPO = Path('release_models')
+DEFAULT_XPS = Path('outputs/xps')        # Dora's XP folder (conf: dora.dir + /xps)
 
 
 class ModelLoadingError(ValueError):
@@ -156,6 +157,26 @@ def _load_bag(path: Path, repo: Path) -> BagOfModels:
         return BagOfModels(models, config.get('weights'), segment).eval()
     except ModelLoadingError as error:
         raise ModelLoadingError(f"Bag {path}: {error}") from None
+
+
+def load_xp(sig: str, xps: tp.Union[str, Path] = DEFAULT_XPS) -> nn.Module:
+    """The model of XP `sig` (its best state, else its last weights), in eval mode, on CPU:
+    use a trained XP before exporting it."""
+    folder = Path(xps) / sig
+    path = folder / 'checkpoint.th'
+    if not folder.is_dir():
+        raise ModelLoadingError(f"unknown XP {sig}: there is no folder {folder}. Check the "
+                                f"signature with `dora info -f {sig}`.")
+    if not path.exists():
+        raise ModelLoadingError(f"XP {sig} has no checkpoint ({path}): train it first "
+                                f"(`dora run -f {sig}`).")
+    try:
+        checkpoint = safe_load(path)
+        state = checkpoint.get('best_state') or checkpoint['model']
+        model = load_model({**checkpoint['package'], 'state': state})
+    except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
+        raise ModelLoadingError(f"cannot load XP {sig} from {path}: {error}") from error
+    return model.float().eval()
 
 
 def get_model(name: str, repo: tp.Union[str, Path] = DEFAULT_REPO) -> nn.Module:

@@ -40,6 +40,10 @@ def main(cfg):
         builders.ensure_synthetic(cfg.dset)
         builders.ensure_labelnoise(cfg.dset)
     distrib.barrier()
+    if cfg.filter.model:                   # a filter stage of a lineage: judge, do not train
+        from .filter_stage import run_filter
+        run_filter(cfg, xp)
+        return
     torch.manual_seed(cfg.seed)
     model = builders.get_model(cfg).to(device)
     size = sum(p.numel() for p in model.parameters())
@@ -49,7 +53,7 @@ def main(cfg):
         print(f"Size: {size / 1e6:.2f} M parameters, {4 * size / 2 ** 20:.1f} MB")
         return
     try:
-        datasets = builders.get_datasets(cfg)
+        datasets = builders.get_datasets(cfg, xps=xp.folder.parent)
         optimizer = builders.get_optimizer(cfg, model)
         scheduler = builders.get_scheduler(cfg, optimizer)
         solver = Solver(cfg, model, optimizer, scheduler, datasets, xp, device)

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from .conftest import ROOT, _dora, history, run_dora, without_durations, xp_folder
+from .test_sdx23 import parse_table
 
 
-def grid(args, cwd: Path, env: dict, timeout: float = 120) -> str:
-    command, base_env = _dora(['grid', 'cpu_smoke', '--no_monitoring', *args])
+def grid(args, cwd: Path, env: dict, timeout: float = 120, name: str = 'cpu_smoke') -> str:
+    command, base_env = _dora(['grid', name, '--no_monitoring', *args])
     result = subprocess.run(command, cwd=cwd, env=dict(base_env, **env), capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -87,3 +88,26 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
     argv = json.loads((xp_folder(cwd, first) / '.argv.json').read_text())
     run_dora(['run', *argv], straight)
     assert without_durations(history(straight, first)) == without_durations(history(cwd, first))
+
+
+def test_grid_advances_a_lineage_stage_by_stage(slurm_env, tmp_path):
+    """`dora grid sdx23_tiny` submits the ready stage only; once it is done, the next call
+    submits its child."""
+    env = dict(slurm_env, PYTHONPATH=str(ROOT))
+    rows = parse_table(grid([], tmp_path, env, name='sdx23_tiny'))
+    first, second = rows['pretrain_q0.7'][0], rows['pretrain_q0.5'][0]
+    assert rows['pretrain_q0.7'][1] == 'ready' and rows['pretrain_q0.5'][1] == 'waiting'
+    job_file = xp_folder(tmp_path, first) / 'job.json'
+    job = json.loads(job_file.read_text())['job_id']
+    assert not xp_folder(tmp_path, second).exists()
+    deadline = time.time() + 300
+    while rows['pretrain_q0.7'][1] != 'done':
+        assert time.time() < deadline, "the first stage did not finish on Slurm"
+        time.sleep(5)
+        rows = parse_table(grid(['--dry_run'], tmp_path, env, name='sdx23_tiny'))
+    out = grid([], tmp_path, env, name='sdx23_tiny')
+    rows = parse_table(out)
+    assert rows['pretrain_q0.5'][1] == 'ready' and rows['pretrain_q0.3'][1] == 'waiting', out
+    assert (xp_folder(tmp_path, second) / 'job.json').exists()
+    assert json.loads(job_file.read_text())['job_id'] == job     # done: not submitted again
+    grid(['--cancel'], tmp_path, env, name='sdx23_tiny')

@@ -25,33 +25,11 @@ from torch import nn
 
 from separator.filtering import (STATISTICS, FilterConfig, evaluate, filter_folder,
                                  format_metrics, ranking_auc)
-from separator.pretrained import DEFAULT_REPO, get_model
-from separator.states import load_model, safe_load
-
-CHECKPOINT = 'checkpoint.th'
-DEFAULT_XPS = Path('outputs/xps')
+from separator.pretrained import DEFAULT_REPO, DEFAULT_XPS, get_model, load_xp
 
 
 class FilterError(ValueError):
     """A bad argument: the message names the fix."""
-
-
-def load_xp(sig: str, xps: tp.Union[str, Path]) -> nn.Module:
-    """The model of XP `sig` (best state, or its last weights), in eval mode, on CPU."""
-    folder = Path(xps) / sig
-    path = folder / CHECKPOINT
-    if not folder.is_dir():
-        raise FilterError(f"unknown XP {sig}: there is no folder {folder}.")
-    if not path.exists():
-        raise FilterError(f"XP {sig} has no checkpoint ({path}): train it first "
-                          f"(`dora run -f {sig}`).")
-    try:
-        checkpoint = safe_load(path)
-        state = checkpoint.get('best_state') or checkpoint['model']
-        model = load_model({**checkpoint['package'], 'state': state})
-    except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
-        raise FilterError(f"cannot load XP {sig} from {path}: {error}") from error
-    return model.float().eval()
 
 
 def resolve(name: str, repo: tp.Optional[Path], xps: tp.Optional[Path]

@@ -68,7 +68,9 @@ class RemixSegments(Dataset):
             pool = [track for track in tracks if track.name in clean[source]]
             if not pool:
                 raise ValueError(f"No clean {source} stem among the {len(tracks)} training "
-                                 f"tracks: check the clean lists (dset.clean_lists).")
+                                 f"tracks: check the clean lists (dset.clean_lists). If a "
+                                 f"filter made them, its model may be too weak to judge "
+                                 f"(train it longer) or its filter.threshold too high.")
             lengths = np.array([track.length for track in pool], dtype=np.float64)
             self.pools[source] = pool
             self.probabilities[source] = lengths / lengths.sum()

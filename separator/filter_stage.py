@@ -1,0 +1,74 @@
+"""A filter XP: the SDX23 recipe's automatic filter as a stage of a lineage.
+
+With `filter.model=SIG`, `dora run` does not train: it judges every stem of the training set
+(`dset.train_folder`, else `dset.musdb`/train) with the trained XP SIG (the purity test of
+`separator.filtering`) and writes `clean_<source>.txt`, `silent_<source>.txt` and
+`scores.json` into the folder `filter/` of its own XP. Training XPs use them with
+`dset.clean_lists=<this XP's signature>`.
+
+Its history is one entry, `{'filter': {...}}`: the stems kept, and precision / recall / F1
+against the ground truth when the set has a label-noise manifest. Dora's table shows it and a
+lineage (`separator.lineage`) knows the stage is done. Running it again redoes the judgement.
+"""
+import functools
+import logging
+import sys
+import typing as tp
+from pathlib import Path
+
+from . import distrib
+from .builders import absolute_path
+from .data.labelnoise import MANIFEST, load_manifest
+from .filtering import FilterConfig, evaluate, filter_folder, format_metrics
+from .pretrained import load_xp
+
+logger = logging.getLogger(__name__)
+FOLDER = 'filter'
+
+
+def filter_output(xp_folder: Path) -> Path:
+    """Where a filter XP writes its clean lists."""
+    return Path(xp_folder) / FOLDER
+
+
+def noisy_folder(dset: tp.Any) -> Path:
+    """The training stems that a filter XP judges."""
+    return absolute_path(dset.train_folder) if dset.train_folder else \
+        absolute_path(dset.musdb) / 'train'
+
+
+def run_filter(cfg: tp.Any, xp: tp.Any) -> dict:
+    """Judge the training stems with XP `cfg.filter.model`; return (and record) the summary."""
+    if distrib.world_size > 1:
+        raise ValueError("A filter XP (filter.model set) runs as one process: run it without "
+                         "-d, or with gpus=1 on Slurm; it spreads over `filter.workers` "
+                         "processes itself.")
+    params = cfg.filter
+    config = FilterConfig(semitones=params.semitones, stretch=params.stretch,
+                          threshold=params.threshold, silence_db=params.silence,
+                          statistic=params.statistic)
+    noisy = noisy_folder(cfg.dset)
+    if not noisy.is_dir():
+        raise FileNotFoundError(f"filter: no training set {noisy} to judge (dset.train_folder).")
+    out = filter_output(xp.folder)
+    logger.info("Filter: judging %s with XP %s (%s >= %g dB, %+g semitones, stretch %g)",
+                noisy, params.model, config.statistic, config.threshold, config.semitones,
+                config.stretch)
+    loader = functools.partial(load_xp, params.model, Path(xp.folder).parent)
+    result = filter_folder(loader, noisy, out, config, workers=params.workers,
+                           progress=sys.stderr.isatty(), info={'model': params.model})
+    summary: tp.Dict[str, tp.Any] = {'stems': sum(len(s) for s in result.scores.values())}
+    summary['kept'] = sum(len(result.clean_tracks(source)) for source in result.sources)
+    for source in result.sources:
+        summary[f'kept_{source}'] = len(result.clean_tracks(source))
+        logger.info("Filter: %s: %d clean, %d silent", source,
+                    len(result.clean_tracks(source)), len(result.silent_tracks(source)))
+    if (noisy / MANIFEST).exists():
+        metrics = evaluate(result.decisions(), load_manifest(noisy))
+        logger.info("Filter against the injected ground truth:\n%s", format_metrics(metrics))
+        summary.update({key: metrics['overall'][key] for key in ('precision', 'recall', 'f1')})
+        for source, prf in metrics['sources'].items():
+            summary[f'f1_{source}'] = prf['f1']
+    xp.link.update_history([{'filter': summary}])
+    logger.info("Filter: clean lists in %s; train on them with dset.clean_lists=%s", out, xp.sig)
+    return summary

@@ -1,0 +1,205 @@
+"""Lineages: XPs that start from one another, declared once, run on Slurm or locally.
+
+A recipe such as SDX23's is a chain of stages: an XP trains, a filter XP judges the data with
+it, the next XP starts from its weights (`continue_from=SIG`) on the clean stems
+(`dset.clean_lists=SIG`)... A stage's overrides name its parents with `From('stage')`; the
+signature of a stage therefore depends on its parents' signatures, which are known before
+anything runs, so the whole lineage is resolved at once:
+
+    lineage = Lineage('sdx23', base={'variant': 'sdx23'}, stages=[
+        Stage('pretrain', {'optim.loss_truncation': 0.5}),
+        Stage('filter', {'filter.model': From('pretrain')}),
+        Stage('joint', {'continue_from': From('pretrain'), 'dset.clean_lists': From('filter')}),
+    ], bag={'drums': 'joint', ...})
+
+A stage is `done` when its XP's history is complete (all epochs; one entry for a filter XP),
+`ready` when all its parents are done, `waiting` otherwise. `submit` (from a Dora grid)
+schedules the ready stages, so each `dora grid NAME` advances the lineage;
+`python -m tools.lineage NAME` runs them one after the other without Slurm.
+"""
+import os
+import typing as tp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DONE, READY, WAITING = 'done', 'ready', 'waiting'
+
+
+@dataclass(frozen=True)
+class From:
+    """An override value: the signature of the stage `stage` of the same lineage."""
+    stage: str
+
+
+@dataclass
+class Stage:
+    """One XP of a lineage: its overrides (on top of the lineage's `base`), and Slurm settings
+    on top of the lineage's."""
+    name: str
+    overrides: tp.Dict[str, tp.Any] = field(default_factory=dict)
+    slurm: tp.Dict[str, tp.Any] = field(default_factory=dict)
+
+    @property
+    def parents(self) -> tp.List[str]:
+        return [value.stage for value in self.overrides.values() if isinstance(value, From)]
+
+
+@dataclass
+class Lineage:
+    """Stages in an order where parents come first; `bag` maps each source to the stage whose
+    model separates it in the final bag of models (exported by `tools.lineage`)."""
+    name: str
+    stages: tp.List[Stage]
+    base: tp.Dict[str, tp.Any] = field(default_factory=dict)
+    slurm: tp.Dict[str, tp.Any] = field(default_factory=dict)
+    bag: tp.Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: tp.Set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"Lineage {self.name}: two stages are named {stage.name}.")
+            for parent in stage.parents:
+                if parent not in seen:
+                    raise ValueError(f"Lineage {self.name}: stage {stage.name} needs "
+                                     f"{parent}, which must be declared before it.")
+            seen.add(stage.name)
+        for source, stage in self.bag.items():
+            if stage not in seen:
+                raise ValueError(f"Lineage {self.name}: the bag takes {source} from an "
+                                 f"unknown stage {stage}.")
+
+
+@dataclass
+class Resolved:
+    """A stage with its Dora XP (argv, signature, folder) and its state."""
+    stage: Stage
+    argv: tp.List[str]
+    xp: tp.Any
+    history: tp.List[dict]
+    state: str
+
+    @property
+    def sig(self) -> str:
+        return self.xp.sig
+
+    @property
+    def is_filter(self) -> bool:
+        return bool(self.xp.cfg.filter.model)
+
+    def summary(self) -> str:
+        """The stage's main figure for the table: test nSDR, or what the filter kept."""
+        if self.is_filter:
+            entry = next((h['filter'] for h in self.history if 'filter' in h), None)
+            if entry is None:
+                return ''
+            text = f"kept {entry['kept']}/{entry['stems']} stems"
+            if 'f1' in entry:
+                text += f", F1 {entry['f1']:.3f}"
+            return text
+        epochs = f"epoch {len(self.history)}/{self.xp.cfg.epochs}"
+        tests = [h['test'] for h in self.history if h.get('test')]
+        if tests and 'nsdr' in tests[-1]:
+            return f"{epochs}, nSDR {tests[-1]['nsdr']:.2f} dB"
+        return epochs if self.history else ''
+
+
+def is_done(cfg: tp.Any, history: tp.Sequence[dict]) -> bool:
+    if cfg.filter.model:
+        return any('filter' in entry for entry in history)
+    return len(history) >= cfg.epochs
+
+
+def resolve(lineage: Lineage, main: tp.Any) -> tp.List[Resolved]:
+    """Signatures and states of every stage; `main` is the Dora main (separator.train.main)."""
+    resolved: tp.Dict[str, Resolved] = {}
+    for stage in lineage.stages:
+        values = {}
+        for key, value in {**lineage.base, **stage.overrides}.items():
+            values[key] = resolved[value.stage].sig if isinstance(value, From) else value
+        argv = main.value_to_argv(values)
+        resolved[stage.name] = Resolved(stage, argv, main.get_xp(argv), [], WAITING)
+    stages = list(resolved.values())
+    refresh(stages, main)
+    return stages
+
+
+def refresh(stages: tp.Sequence[Resolved], main: tp.Any) -> None:
+    """Read the histories again and update the states (the signatures do not change)."""
+    states: tp.Dict[str, str] = {}
+    for item in stages:
+        item.history = main.get_xp_history(item.xp)
+        if is_done(item.xp.cfg, item.history):
+            item.state = DONE
+        elif all(states[parent] == DONE for parent in item.stage.parents):
+            item.state = READY
+        else:
+            item.state = WAITING
+        states[item.stage.name] = item.state
+
+
+def format_table(lineage: Lineage, stages: tp.Sequence[Resolved]) -> str:
+    sigs = {item.stage.name: item.sig for item in stages}
+    rows = [('stage', 'sig', 'state', 'parents', 'progress')]
+    for item in stages:
+        parents = ', '.join(f'{name} ({sigs[name]})' for name in item.stage.parents) or '-'
+        rows.append((item.stage.name, item.sig, item.state, parents, item.summary()))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"Lineage {lineage.name}: {sum(s.state == DONE for s in stages)}/{len(stages)} "
+             f"stages done"]
+    for row in rows:
+        lines.append('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if lineage.bag:
+        lines.append("Bag: " + ', '.join(f'{source} <- {stage} ({sigs[stage]})'
+                                         for source, stage in lineage.bag.items()))
+    return '\n'.join(lines)
+
+
+def has_slurm_job(xp: tp.Any) -> bool:
+    """Whether Dora keeps a Slurm job for this XP (then a grid shows its state)."""
+    return (Path(xp.folder) / xp.dora.shep.job_file).exists()
+
+
+def submit(launcher: tp.Any, lineage: Lineage, main: tp.Any) -> tp.List[Resolved]:
+    """From a Dora grid: print the lineage and schedule its ready stages.
+
+    Done stages that ran on Slurm are scheduled too, so that the grid's table keeps showing
+    them (Dora does not run a completed job again); stages done locally are only listed.
+    Waiting stages are listed, not submitted: run the grid again once their parents are done.
+    """
+    stages = resolve(lineage, main)
+    print(format_table(lineage, stages), flush=True)
+    for item in stages:
+        if item.state == READY or (item.state == DONE and has_slurm_job(item.xp)):
+            launcher.slurm(**{**lineage.slurm, **item.stage.slurm})(item.argv)
+    return stages
+
+
+def bag_config(lineage: Lineage, stages: tp.Sequence[Resolved],
+               sources: tp.Sequence[str]) -> tp.Dict[str, tp.Any]:
+    """The bag of `lineage.bag`: one model per stage used, weight 1 for its sources."""
+    sigs = {item.stage.name: item.sig for item in stages}
+    missing = [source for source in sources if source not in lineage.bag]
+    if missing:
+        raise ValueError(f"Lineage {lineage.name}: its bag gives no model for {missing}.")
+    models: tp.List[str] = []
+    for source in sources:
+        sig = sigs[lineage.bag[source]]
+        if sig not in models:
+            models.append(sig)
+    weights = [[1. if sigs[lineage.bag[source]] == sig else 0. for source in sources]
+               for sig in models]
+    return {'models': models, 'weights': weights}
+
+
+def write_bag(path: Path, config: tp.Mapping[str, tp.Any], comment: str = '') -> None:
+    """Write a bag YAML atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    header = ''.join(f'# {line}\n' for line in comment.splitlines())
+    tmp.write_text(header + yaml.safe_dump(dict(config), default_flow_style=None,
+                                           sort_keys=False))
+    os.replace(tmp, path)
