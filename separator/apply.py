@@ -8,7 +8,7 @@ import typing as tp
 import torch
 
 
-def _window(length: int, overlap_frames: int, device: torch.device) -> torch.Tensor:
+def fade_window(length: int, overlap_frames: int, device: torch.device) -> torch.Tensor:
     """Flat window with raised-cosine fades over the overlap, never exactly zero."""
     window = torch.ones(length, device=device)
     if overlap_frames > 0:
@@ -39,7 +39,7 @@ def _separate_chunks(model: torch.nn.Module, mix: torch.Tensor, segment: int, ov
     if length <= segment:
         return model(mix)
     offsets = chunk_offsets(length, segment, overlap)
-    window = _window(segment, segment - _stride(segment, overlap), mix.device)
+    window = fade_window(segment, segment - _stride(segment, overlap), mix.device)
     out = None
     weight = torch.zeros(length, device=mix.device)
     for start in range(0, len(offsets), batch_size):
@@ -56,9 +56,33 @@ def _separate_chunks(model: torch.nn.Module, mix: torch.Tensor, segment: int, ov
     return out
 
 
+def _apply_midside(model: torch.nn.Module, mix: torch.Tensor, **kwargs: tp.Any
+                   ) -> torch.Tensor:
+    """`apply_model(..., midside=True)` on a stereo [B, 2, T] `mix`: see its docstring."""
+    batch, channels, length = mix.shape
+    if channels != 2:
+        raise ValueError(f"Mid/side inference needs a stereo mixture, got {channels} "
+                         f"channel(s).")
+    model_channels = model.audio_channels
+    if model_channels not in (1, 2):
+        raise ValueError(f"Mid/side inference needs a mono or stereo model, this one has "
+                         f"{model_channels} channels.")
+    left, right = mix.unbind(1)
+    views = torch.stack([left, right, (left + right) / 2, (left - right) / 2], 1)
+    # One call, the views in the batch: (L, R) and (M, S) pairs, or L, R, M, S alone.
+    out = apply_model(model, views.reshape(-1, model_channels, length), **kwargs)
+    sources = out.shape[1]
+    out = out.reshape(batch, 4 // model_channels, sources, model_channels, length)
+    est_left, est_right, est_mid, est_side = out.transpose(1, 2).reshape(
+        batch, sources, 4, length).unbind(2)
+    # Two estimates of each channel, L and M + S, R and M - S, averaged.
+    return torch.stack([est_left + est_mid + est_side, est_right + est_mid - est_side], 2) / 2
+
+
 def apply_model(model: torch.nn.Module, mix: torch.Tensor, segment: tp.Optional[float] = None,
                 overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 1,
-                generator: tp.Optional[torch.Generator] = None) -> torch.Tensor:
+                generator: tp.Optional[torch.Generator] = None, midside: bool = False
+                ) -> torch.Tensor:
     """Separate `mix` [B, C, T] (or [C, T]) into [B, S, C, T] (or [S, C, T]).
 
     Args:
@@ -69,10 +93,26 @@ def apply_model(model: torch.nn.Module, mix: torch.Tensor, segment: tp.Optional[
         split: if False, run the model on the whole input at once.
         batch_size: chunks per forward call; 1 is as fast on CPU with half the memory, raise
             it on a GPU.
+        midside: mid/side inference, a trick of the team aimless (SDX23, cinematic track;
+            a stereo `mix` only, else ValueError). Besides L and R, the model also
+            separates the mid M = (L + R) / 2 and the side S = (L - R) / 2; since L = M + S
+            and R = M - S, each output channel has two estimates, which are averaged:
+            L' = (est(L) + est(M) + est(S)) / 2, R' = (est(R) + est(M) - est(S)) / 2.
+            aimless ran a mono HDemucs on L, R, M and S alone and combined the four
+            linearly (their weights are in their submission repository, not public: the
+            average above is ours). Here a mono model does just that, and its output is
+            then stereo; a stereo model separates [L, R] and [M, S] as two stereo inputs.
+            The views go through the model as one batch: as many forward calls, each on 2x
+            (stereo model) or 4x (mono) the items. A linear channel-wise model gives the same
+            output with and without it.
     """
     squeeze = mix.dim() == 2
     if squeeze:
         mix = mix[None]
+    if midside:
+        out = _apply_midside(model, mix, segment=segment, overlap=overlap, shifts=shifts,
+                             split=split, batch_size=batch_size, generator=generator)
+        return out[0] if squeeze else out
     samplerate = model.samplerate
     if shifts > 0:
         max_shift = int(0.5 * samplerate)

@@ -1,4 +1,5 @@
-"""The one place that turns the Hydra config into objects: data sets, model, optimizer.
+"""The one place that turns the Hydra config into objects: data sets, model, optimizer,
+quantizer, scheduler.
 
 The solver and the entry point ask these functions; nothing else reads the raw config
 sections they cover.
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from . import states
 from .data.musdb import TrackInfo, index_tracks, split_valid
 from .data.segments import RemixSegments, StridedSegments, TrainSegments, WholeTracks
 from .locking import locked
@@ -145,6 +147,26 @@ def get_optimizer(cfg: tp.Any, model: torch.nn.Module) -> torch.optim.Optimizer:
                                  betas=(optim.beta1, optim.beta2),
                                  weight_decay=optim.weight_decay)
     raise ValueError(f"Unknown optim.optim={optim.optim!r}: use adam or adamw.")
+
+
+def get_quantizer(cfg: tp.Any, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> tp.Optional[tp.Any]:
+    """DiffQ quantization-aware training when `quant.diffq` is set, else None.
+
+    The quantizer goes on the model itself (before any DDP wrap) and adds its bit widths to
+    `optimizer` as a param group of their own: call this before the scheduler is built and
+    before the optimizer state is restored.
+    """
+    quant = cfg.quant
+    if quant.diffq is None:
+        return None
+    if quant.diffq < 0:
+        raise ValueError(f"quant.diffq={quant.diffq} is the weight of the model size penalty: "
+                         f"use null (off) or a number >= 0.")
+    quantizer = states.get_quantizer(model, min_size=quant.min_size,
+                                     group_size=quant.group_size)
+    quantizer.setup_optimizer(optimizer)
+    return quantizer
 
 
 def get_scheduler(cfg: tp.Any, optimizer: torch.optim.Optimizer

@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from .apply import apply_model
-from .states import load_model, safe_load
+from .states import checkpoint_weights, load_model, safe_load
 
 DEFAULT_REPO = Path('release_models')
 DEFAULT_XPS = Path('outputs/xps')        # Dora's XP folder (conf: dora.dir + /xps)
@@ -161,7 +161,8 @@ def _load_bag(path: Path, repo: Path) -> BagOfModels:
 
 def load_xp(sig: str, xps: tp.Union[str, Path] = DEFAULT_XPS) -> nn.Module:
     """The model of XP `sig` (its best state, else its last weights), in eval mode, on CPU:
-    use a trained XP before exporting it."""
+    use a trained XP before exporting it. An XP trained with DiffQ gives its quantized
+    weights, those its validation and test ran with."""
     folder = Path(xps) / sig
     path = folder / 'checkpoint.th'
     if not folder.is_dir():
@@ -172,7 +173,7 @@ def load_xp(sig: str, xps: tp.Union[str, Path] = DEFAULT_XPS) -> nn.Module:
                                 f"(`dora run -f {sig}`).")
     try:
         checkpoint = safe_load(path)
-        state = checkpoint.get('best_state') or checkpoint['model']
+        state = checkpoint_weights(checkpoint, quantized=True)
         model = load_model({**checkpoint['package'], 'state': state})
     except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
         raise ModelLoadingError(f"cannot load XP {sig} from {path}: {error}") from error

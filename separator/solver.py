@@ -4,6 +4,11 @@ Everything that changes during training is listed in `_state_dict` and saved ato
 the end of every epoch. Randomness is not carried over from one epoch to the next: every
 random generator is seeded from (seed, epoch) at the start of the epoch, so an XP killed at
 any point and resumed replays the interrupted epoch exactly as if it had never stopped.
+
+With DiffQ (`quant.diffq`), the quantizer's bit widths are parameters of the model (saved
+with its state dict, the EMAs and the best state) with a param group of their own in the
+optimizer; the size penalty joins the training loss, and validation and test, in eval
+mode, run with the quantized weights (diffq's hooks swap them in for every forward).
 """
 import concurrent.futures
 import contextlib
@@ -25,7 +30,8 @@ from .ema import ModelEMA
 from .losses import kept_count, source_losses, truncation_mask, weighted_loss
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
-from .states import atomic_save, copy_state, safe_load, serialize_model
+from .states import (DIFFQ_SUFFIX, atomic_save, copy_state, quantizer_kwargs, safe_load,
+                     serialize_model)
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +61,18 @@ def load_checkpoint_of(sig: str, xp_folder: Path) -> dict:
 
 
 class Solver:
-    """Trains `model` on the data sets; `xp` is the Dora XP (folder, link, signature)."""
+    """Trains `model` on the data sets; `xp` is the Dora XP (folder, link, signature).
+
+    `quantizer` (`builders.get_quantizer`) is a DiffQuantizer already set up on `model` and
+    `optimizer`, or None.
+    """
 
     def __init__(self, cfg: tp.Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: tp.Optional[tp.Any], datasets: tp.Sequence[tp.Any], xp: tp.Any,
-                 device: str = 'cpu'):
+                 device: str = 'cpu', quantizer: tp.Optional[tp.Any] = None):
         self.cfg = cfg
         self.model = model
+        self.quantizer = quantizer
         self.dmodel = distrib.wrap(model)
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -105,6 +116,7 @@ class Solver:
             'best_valid': self.best_valid,
             'history': list(self.history),
             'package': serialize_model(self.model, state={}),
+            'quantizer': quantizer_kwargs(self.quantizer) if self.quantizer else None,
             'sig': self.xp.sig,
         }
 
@@ -130,7 +142,7 @@ class Solver:
         elif self.cfg.continue_from:
             state = load_checkpoint_of(self.cfg.continue_from, self.folder)
             weights = state['best_state'] or state['model']
-            self.model.load_state_dict(weights)
+            self.model.load_state_dict(_with_own_bit_widths(weights, self.model.state_dict()))
             for ema in self.emas:
                 ema.state = copy_state(self.model.state_dict())
             logger.info("Starting from the weights of XP %s", self.cfg.continue_from)
@@ -188,7 +200,11 @@ class Solver:
                 if self.cfg.optim.loss_truncation:
                     mask = truncation_mask(losses, self.cfg.optim.loss_truncation)
                 loss = weighted_loss(losses, self.weights, mask)
-                self.scaler.scale(loss / accumulate).backward()
+                objective = loss
+                if self.quantizer is not None:
+                    size = self.quantizer.model_size()  # MB, differentiable
+                    objective = loss + self.cfg.quant.diffq * size
+                self.scaler.scale(objective / accumulate).backward()
             if step:
                 self.scaler.unscale_(self.optimizer)
                 grad_norm = self._clip_gradients()
@@ -198,12 +214,15 @@ class Solver:
                 for ema in self.emas:
                     ema.update()
             values = {'loss': loss.item(), 'grad': grad_norm}
+            if self.quantizer is not None:
+                values['ms'] = size.item()
             for name, value in zip(self.cfg.dset.sources, losses.mean(0).tolist()):
                 values[name] = value
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.) + value
             count += 1
-            progress.update(**{key: sums[key] / count for key in ('loss', 'grad')})
+            progress.update(**{key: sums[key] / count for key in ('loss', 'grad', 'ms')
+                               if key in sums})
         if self.scheduler is not None:
             self.scheduler.step()
         return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
@@ -366,6 +385,17 @@ class Solver:
                     '\n'.join(lines), self.folder)
 
 
+def _with_own_bit_widths(weights: dict, own: dict) -> dict:
+    """`weights` of another XP for a model whose state dict is `own`: DiffQ bit widths
+    (`*_diffq`) that the model lacks are dropped, those that `weights` lack keep their own
+    value, so that a DiffQ XP can start from a float one and the other way round."""
+    kept = {key: value for key, value in weights.items()
+            if not key.endswith(DIFFQ_SUFFIX) or key in own}
+    kept.update({key: value for key, value in own.items()
+                 if key.endswith(DIFFQ_SUFFIX) and key not in weights})
+    return kept
+
+
 def _amp_dtype(amp: tp.Optional[str]) -> tp.Optional[torch.dtype]:
     dtypes = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
     if amp not in dtypes:
@@ -388,7 +418,7 @@ def _format(metrics: dict) -> str:
     for stage in ('train', 'valid', 'test'):
         values = metrics.get(stage) or {}
         shown = {k: v for k, v in values.items()
-                 if k in ('loss', 'best', 'nsdr', 'sdr', 'nsdr_mixture')}
+                 if k in ('loss', 'ms', 'best', 'nsdr', 'sdr', 'nsdr_mixture')}
         if shown:
             parts.append(stage + ' ' + ' '.join(f'{k}={v:.4f}' for k, v in shown.items()))
     return ' | '.join(parts)

@@ -4,6 +4,10 @@ A model is saved as a *package*: its class, the arguments it was built with and 
 weights, so that loading it needs no Hydra config. Every write goes to a temporary file
 in the same folder and is renamed over the target, so a crash or a full disk never
 leaves a truncated file where a good one was.
+
+The weights are a state dict, or, for an XP trained with DiffQ (`quant.diffq`), the
+bit-packed quantized state of `diffq` marked with `__quantized`, as in Demucs: `load_model`
+restores either transparently.
 """
 import functools
 import inspect
@@ -41,10 +45,8 @@ def _resolve_class(path: str) -> type:
     return getattr(module, name)
 
 
-def load_model(package: tp.Union[dict, str, Path], strict: bool = True) -> torch.nn.Module:
-    """Rebuild a model from a package (or the path of one)."""
-    if not isinstance(package, dict):
-        package = safe_load(package)
+def build_model(package: dict) -> torch.nn.Module:
+    """The model of a package, freshly initialised (its weights are not loaded)."""
     klass = _resolve_class(package['klass'])
     sig = inspect.signature(klass)
     kwargs = dict(package['kwargs'])
@@ -52,9 +54,91 @@ def load_model(package: tp.Union[dict, str, Path], strict: bool = True) -> torch
     if unknown:
         raise ValueError(f"Model package for {package['klass']} has arguments unknown to this "
                          f"version of the code: {unknown}. Export it again or upgrade separator.")
-    model = klass(*package['args'], **kwargs)
-    model.load_state_dict(package['state'], strict=strict)
+    return klass(*package['args'], **kwargs)
+
+
+def load_model(package: tp.Union[dict, str, Path], strict: bool = True) -> torch.nn.Module:
+    """Rebuild a model from a package (or the path of one), quantized or not."""
+    if not isinstance(package, dict):
+        package = safe_load(package)
+    model = build_model(package)
+    set_state(model, package['state'], strict=strict)
     return model
+
+
+# ------------------------------------------------------------------ DiffQ quantization
+QUANTIZED = '__quantized'   # marks a bit-packed DiffQ state, as in Demucs' packages
+DIFFQ_SUFFIX = '_diffq'     # DiffQuantizer's suffix for the bit-width parameters it adds
+
+
+def get_quantizer(model: torch.nn.Module, min_size: float, group_size: int) -> tp.Any:
+    """A `diffq.DiffQuantizer` on `model`: it adds a learnt bit width (the parameter
+    `NAME_diffq`) per `group_size` weights of every parameter larger than `min_size` MB.
+
+    Hooks on `model` add quantization noise in train mode and swap in the quantized weights
+    for every forward in eval mode. Set it up on the model itself, not on a DDP wrapper.
+    """
+    import diffq
+    min_params = min_size * 2 ** 20 // 4            # diffq's own threshold
+    bad = [name for name, param in model.named_parameters()
+           if param.numel() > min_params and group_size and param.numel() % group_size]
+    if bad:
+        raise ValueError(f"quant.group_size={group_size} must divide the size of every "
+                         f"parameter larger than quant.min_size={min_size} MB, not that of "
+                         f"{bad[:3]}: raise quant.min_size or change quant.group_size.")
+    return diffq.DiffQuantizer(model, min_size=min_size, group_size=group_size)
+
+
+def quantizer_kwargs(quantizer: tp.Any) -> dict:
+    """The arguments of `get_quantizer` that rebuild `quantizer` on a new model."""
+    return {'min_size': quantizer.min_size, 'group_size': quantizer.group_size}
+
+
+def quantized_state(quantizer: tp.Any) -> dict:
+    """The bit-packed quantized weights of the quantizer's model (`diffq`'s
+    `get_quantized_state`), marked so that `set_state` knows them."""
+    state = quantizer.get_quantized_state(packed=True)
+    state[QUANTIZED] = True
+    return state
+
+
+def float_state(state: dict) -> dict:
+    """A state dict without DiffQ's bit widths: the float weights alone."""
+    return {key: value for key, value in state.items() if not key.endswith(DIFFQ_SUFFIX)}
+
+
+def set_state(model: torch.nn.Module, state: dict, strict: bool = True) -> None:
+    """Load a state dict, or restore a quantized state (the model then holds the
+    dequantized weights and no quantizer)."""
+    if not state.get(QUANTIZED):
+        model.load_state_dict(state, strict=strict)
+        return
+    try:
+        import diffq
+    except ImportError as error:
+        raise ImportError(f"This model package is quantized with DiffQ: install it "
+                          f"(`pip install diffq`). ({error})") from error
+    try:
+        diffq.restore_quantized_state(model, state)
+    except AssertionError as error:
+        raise ValueError(f"the quantized state does not match the parameters of "
+                         f"{type(model).__name__} ({error or 'diffq assertion'}): export the "
+                         f"XP again.") from error
+
+
+def checkpoint_weights(checkpoint: dict, quantized: bool = False) -> dict:
+    """The weights to release from a solver checkpoint: its best state (else its last
+    weights) without DiffQ's bit widths; with `quantized`, for an XP trained with
+    `quant.diffq`, its bit-packed quantized state instead."""
+    state = checkpoint.get('best_state') or checkpoint['model']
+    kwargs = checkpoint.get('quantizer')
+    if not (quantized and kwargs):
+        return float_state(state)
+    model = build_model(checkpoint['package'])
+    quantizer = get_quantizer(model, **kwargs)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return quantized_state(quantizer)
 
 
 def copy_state(state: dict) -> dict:

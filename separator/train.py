@@ -55,8 +55,11 @@ def main(cfg):
     try:
         datasets = builders.get_datasets(cfg, xps=xp.folder.parent)
         optimizer = builders.get_optimizer(cfg, model)
+        # DiffQ adds its bit widths to the model and to the optimizer: before the scheduler
+        # sees the param groups, before the solver wraps the model for DDP and restores.
+        quantizer = builders.get_quantizer(cfg, model, optimizer)
         scheduler = builders.get_scheduler(cfg, optimizer)
-        solver = Solver(cfg, model, optimizer, scheduler, datasets, xp, device)
+        solver = Solver(cfg, model, optimizer, scheduler, datasets, xp, device, quantizer)
         solver.train()
     except Exception as error:
         if distrib.world_size > 1:  # say which process failed and why, in its own log

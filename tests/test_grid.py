@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def test_grid_advances_a_lineage_stage_by_stage(slurm_env, tmp_path):
     job_file = xp_folder(tmp_path, first) / 'job.json'
     job = json.loads(job_file.read_text())['job_id']
     assert not xp_folder(tmp_path, second).exists()
+    # The local runner does not run a stage that Slurm is running.
+    local = subprocess.run([sys.executable, '-m', 'tools.lineage', 'sdx23_tiny', '--until',
+                            'pretrain_q0.7'], cwd=tmp_path, env=dict(os.environ, **env),
+                           capture_output=True, text=True, timeout=120)
+    assert local.returncode == 1 and f'has Slurm job {job} queued or running' in local.stderr, \
+        local.stdout + local.stderr
     deadline = time.time() + 300
     while rows['pretrain_q0.7'][1] != 'done':
         assert time.time() < deadline, "the first stage did not finish on Slurm"

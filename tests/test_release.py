@@ -11,7 +11,9 @@ import yaml
 
 from separator.apply import apply_model
 from separator.pretrained import BagOfModels, ModelLoadingError, apply_bag, get_model
+from separator.separate import get_parser
 from separator.states import atomic_save, load_model, safe_load
+from separator.wiener import wiener_filter
 from tools import export
 
 from .conftest import SOURCES, final_state, run_python
@@ -168,3 +170,21 @@ def test_separate_two_stems(tiny_xp, repo, tmp_path):
     with torch.inference_mode():
         expected = apply_model(get_model(sig, repo), torch.from_numpy(mix.T.copy()))
     assert np.allclose(vocals, expected[SOURCES.index('vocals')].numpy().T, atol=1e-5)
+
+
+def test_separate_midside_wiener(tiny_xp, repo, tmp_path):
+    _cwd, sig = tiny_xp
+    assert all(flag in get_parser().format_help() for flag in ('--midside', '--wiener N'))
+    mix = (0.1 * np.random.default_rng(2).standard_normal((44100, 2))).astype(np.float32)
+    sf.write(tmp_path / 'song.wav', mix, 44100, subtype='FLOAT')
+    result = separate(['--repo', str(repo), '--midside', '--wiener', '1', '--float32',
+                       '--clip-mode', 'none', '--shifts', '0', 'song.wav'], tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / 'separated' / sig / 'song'
+    stems = np.stack([sf.read(folder / f'{source}.wav', dtype='float32')[0]
+                      for source in SOURCES])
+    assert np.allclose(stems.sum(0), mix, atol=1e-4)  # the Wiener filter keeps the mixture
+    wav = torch.from_numpy(mix.T.copy())
+    with torch.inference_mode():
+        expected = wiener_filter(wav, apply_model(get_model(sig, repo), wav, midside=True), 1)
+    assert np.allclose(stems, expected.numpy().transpose(0, 2, 1), atol=1e-5)

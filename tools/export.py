@@ -1,22 +1,27 @@
 """Export trained XPs as self-contained model packages.
 
-    python -m tools.export SIG [SIG ...] [-o release_models] [--half] [--xps outputs/xps]
+    python -m tools.export SIG [SIG ...] [-o release_models] [--half | --quantize diffq]
+        [--xps outputs/xps]
 
 Writes `OUT/SIG.th` for each XP: the model class, its constructor arguments, the weights of
 the best state (the last weights if there is none), the XP signature and its final test
 metrics. `separator.states.load_model(path)` rebuilds the model without any Hydra config;
 `separator.pretrained.get_model(SIG, OUT)` and the `separator` command use these packages.
 With `--half` the weights are stored as float16 (half the size); they are loaded back as
-float32.
+float32. With `--quantize diffq` (XPs trained with `quant.diffq` only) they are DiffQ's
+bit-packed quantized weights, the ones the XP's validation and test ran with, as in Demucs'
+release models; they too are loaded back as float32. Without it, an XP trained with DiffQ
+is exported with its float weights.
 """
 import argparse
+import io
 import sys
 import typing as tp
 from pathlib import Path
 
 import torch
 
-from separator.states import atomic_save, safe_load
+from separator.states import atomic_save, checkpoint_weights, safe_load
 
 CHECKPOINT = 'checkpoint.th'
 
@@ -33,17 +38,33 @@ def last_test_metrics(history: tp.Sequence[dict]) -> dict:
     return {}
 
 
-def make_package(checkpoint: dict, half: bool = False) -> dict:
-    """The release package of an XP checkpoint (see `separator.solver.Solver._state_dict`)."""
+def make_package(checkpoint: dict, half: bool = False,
+                 quantize: tp.Optional[str] = None) -> dict:
+    """The release package of an XP checkpoint (see `separator.solver.Solver._state_dict`);
+    `quantize='diffq'`: with DiffQ's bit-packed weights (XPs trained with `quant.diffq`)."""
     for key in ('package', 'model'):
         if key not in checkpoint:
             raise ExportError(f"the checkpoint has no {key!r} entry: it was not written by "
                               f"separator's solver.")
-    state = checkpoint.get('best_state') or checkpoint['model']
-    dtype = torch.float16 if half else None
-    state = {key: value.detach().to('cpu', dtype=dtype if value.is_floating_point() else None,
-                                    copy=True)
-             for key, value in state.items()}
+    if quantize not in (None, 'diffq'):
+        raise ExportError(f"unknown quantization {quantize!r}: use diffq.")
+    if quantize and half:
+        raise ExportError("--half and --quantize diffq exclude each other: a quantized package "
+                          "has its own small weights.")
+    if quantize and not checkpoint.get('quantizer'):
+        sig = checkpoint.get('sig') or 'SIG'
+        raise ExportError(f"XP {sig} was not trained with DiffQ (quant.diffq is null), so it has "
+                          f"no learnt bit widths to quantize with. Export it without "
+                          f"--quantize, or train a copy with DiffQ and export that one: "
+                          f"`dora run -f {sig} quant.diffq=0.0003` (the weight of the "
+                          f"model size penalty; see quant.* in conf/config.yaml).")
+    if quantize:
+        state = checkpoint_weights(checkpoint, quantized=True)
+    else:
+        dtype = torch.float16 if half else None
+        state = {key: value.detach().to('cpu', dtype=dtype if value.is_floating_point()
+                                        else None, copy=True)
+                 for key, value in checkpoint_weights(checkpoint).items()}
     history = list(checkpoint.get('history') or [])
     package = checkpoint['package']
     return {
@@ -55,11 +76,19 @@ def make_package(checkpoint: dict, half: bool = False) -> dict:
         'metrics': last_test_metrics(history),
         'epochs': len(history),
         'half': half,
+        'quantize': quantize,
     }
 
 
-def export_xp(sig: str, xps: Path, out: Path, half: bool = False) -> Path:
-    """Export XP `sig` from the XP folder `xps` to `out/SIG.th`; return that path."""
+def serialized_size(obj: tp.Any) -> int:
+    """Bytes that `torch.save(obj)` writes."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.tell()
+
+
+def read_checkpoint(sig: str, xps: Path) -> dict:
+    """The checkpoint of XP `sig` in the XP folder `xps`; ExportError naming the fix."""
     folder = Path(xps) / sig
     if not folder.is_dir():
         raise ExportError(f"unknown XP {sig}: there is no folder {folder}. Check the signature "
@@ -73,9 +102,15 @@ def export_xp(sig: str, xps: Path, out: Path, half: bool = False) -> Path:
         checkpoint = safe_load(path)
     except RuntimeError as error:
         raise ExportError(f"{error} Then train the XP again: `dora run -f {sig}`.") from error
-    package = make_package(checkpoint, half)
-    if package['sig'] is None:
-        package['sig'] = sig
+    if checkpoint.get('sig') is None:
+        checkpoint['sig'] = sig
+    return checkpoint
+
+
+def export_xp(sig: str, xps: Path, out: Path, half: bool = False,
+              quantize: tp.Optional[str] = None) -> Path:
+    """Export XP `sig` from the XP folder `xps` to `out/SIG.th`; return that path."""
+    package = make_package(read_checkpoint(sig, xps), half, quantize)
     target = Path(out) / f'{sig}.th'
     atomic_save(package, target)
     return target
@@ -90,23 +125,36 @@ def get_parser() -> argparse.ArgumentParser:
                         help="output folder (default: %(default)s)")
     parser.add_argument('--half', action='store_true',
                         help="store the weights as float16 (loaded back as float32)")
+    parser.add_argument('--quantize', choices=['diffq'],
+                        help="store DiffQ's bit-packed quantized weights (XPs trained with "
+                             "quant.diffq; loaded back as float32)")
     parser.add_argument('--xps', type=Path, default=Path('outputs/xps'),
                         help="folder of the XPs (default: %(default)s)")
     return parser
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.half and args.quantize:
+        parser.error("--half and --quantize diffq exclude each other.")
     failed = []
     for sig in args.sigs:
         try:
-            target = export_xp(sig, args.xps, args.out, args.half)
+            checkpoint = read_checkpoint(sig, args.xps)
+            package = make_package(checkpoint, args.half, args.quantize)
+            target = Path(args.out) / f'{sig}.th'
+            atomic_save(package, target)
         except (ExportError, OSError) as error:
             print(f"export: error: {error}", file=sys.stderr)
             failed.append(sig)
             continue
-        size = target.stat().st_size / 2 ** 20
-        print(f"Exported XP {sig} to {target} ({size:.2f} MiB)")
+        size = target.stat().st_size
+        line = f"Exported XP {sig} to {target} ({size / 2 ** 20:.3f} MiB"
+        if args.quantize:
+            full = serialized_size(make_package(checkpoint))
+            line += f", {size / full:.3f} x the float32 export of {full / 2 ** 20:.3f} MiB"
+        print(line + ")")
     if failed:
         print(f"export: {len(failed)} of {len(args.sigs)} XPs not exported: "
               f"{' '.join(failed)}", file=sys.stderr)

@@ -47,6 +47,18 @@ def run_stage(argv: tp.List[str], distributed: bool) -> int:
     return subprocess.run(command + argv).returncode
 
 
+def slurm_job_running(xp: tp.Any) -> tp.Optional[str]:
+    """The id of a Slurm job of this XP still queued or running (`dora grid`), else None."""
+    from dora.shep import Sheep
+    sheep = Sheep(xp)
+    if sheep.job is None:
+        return None
+    try:
+        return None if sheep.is_done() else str(sheep.job.job_id)
+    except Exception:       # no sacct here: the job cannot be running on this machine
+        return None
+
+
 def export_bag(lineage: Lineage, stages: list, out: Path) -> Path:
     from tools.export import export_xp
     sources = list(stages[-1].xp.cfg.dset.sources)
@@ -91,6 +103,12 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         return 0
     for index, item in enumerate(stages):
         if item.state != DONE:
+            job = slurm_job_running(item.xp)
+            if job is not None:
+                print(f"lineage: stage {item.stage.name} (XP {item.sig}) has Slurm job {job} "
+                      f"queued or running: wait for it, or cancel it "
+                      f"(`dora grid {args.name} --cancel`).", file=sys.stderr)
+                return 1
             print(f"\n=== Stage {item.stage.name} ({index + 1}/{len(stages)}): XP {item.sig}",
                   flush=True)
             if run_stage(item.argv, args.distributed) != 0:
