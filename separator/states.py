@@ -146,14 +146,16 @@ def copy_state(state: dict) -> dict:
     return {key: value.detach().to('cpu', copy=True) for key, value in state.items()}
 
 
-def atomic_save(obj: tp.Any, path: tp.Union[str, Path]) -> None:
-    """`torch.save` to a temporary file next to `path`, then rename it over `path`."""
+def atomic_save(obj: tp.Any, path: tp.Union[str, Path],
+                save: tp.Callable[[tp.Any, tp.BinaryIO], None] = torch.save) -> None:
+    """`save(obj, file)` (`torch.save`, or e.g. `torch.jit.save`) to a temporary file next to
+    `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as fout:
-            torch.save(obj, fout)
+            save(obj, fout)
             fout.flush()
             os.fsync(fout.fileno())
         os.replace(tmp, path)

@@ -71,6 +71,21 @@ def test_export_half(tiny_xp, repo, capsys):
     assert (a - b).norm() < 1e-2 * b.norm()
 
 
+def test_export_torchscript(tiny_xp, repo, capsys):
+    cwd, sig = tiny_xp
+    assert export.main([sig, '--torchscript', '--xps', str(cwd / 'outputs' / 'xps'),
+                        '-o', str(cwd / 'ts')]) == 0
+    difference = float(capsys.readouterr().out.split('max abs difference with PyTorch ')[1]
+                       .split()[0])
+    assert difference < 1e-5
+    traced = torch.jit.load(str(cwd / 'ts' / f'{sig}.ts'))
+    model = get_model(sig, repo)
+    mix = 0.1 * torch.randn(3, 2, int(model.segment * model.samplerate),
+                            generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.allclose(traced(mix), model(mix), atol=1e-5)
+
+
 def test_export_errors(tiny_xp, capsys):
     cwd, sig = tiny_xp
     xps = cwd / 'outputs' / 'xps'

@@ -1,7 +1,7 @@
 """Export trained XPs as self-contained model packages.
 
     python -m tools.export SIG [SIG ...] [-o release_models] [--half | --quantize diffq]
-        [--xps outputs/xps]
+        [--torchscript] [--xps outputs/xps]
 
 Writes `OUT/SIG.th` for each XP: the model class, its constructor arguments, the weights of
 the best state (the last weights if there is none), the XP signature and its final test
@@ -11,7 +11,9 @@ With `--half` the weights are stored as float16 (half the size); they are loaded
 float32. With `--quantize diffq` (XPs trained with `quant.diffq` only) they are DiffQ's
 bit-packed quantized weights, the ones the XP's validation and test ran with, as in Demucs'
 release models; they too are loaded back as float32. Without it, an XP trained with DiffQ
-is exported with its float weights.
+is exported with its float weights. With `--torchscript`, also `OUT/SIG.ts`: the model traced
+for inputs of its segment length (`torch.jit.load`), checked against PyTorch (the max abs
+difference is printed); ONNX is not offered (complex spectrograms, see `export_torchscript`).
 """
 import argparse
 import io
@@ -116,6 +118,32 @@ def export_xp(sig: str, xps: Path, out: Path, half: bool = False,
     return target
 
 
+def export_torchscript(package: dict, target: Path) -> float:
+    """Trace the model of `package` at its segment length into `target` (TorchScript); return
+    the max abs difference with PyTorch on another input (batch of 2) of that length.
+
+    Tracing, not scripting: the STFT and U-Net code is plain Python. A traced model takes
+    inputs of exactly `segment` seconds, the chunks of chunked inference (`apply_model`
+    cuts a song into such chunks; pad a shorter song). ONNX is not offered: the hybrid models
+    compute complex spectrograms, which ONNX cannot represent.
+    """
+    from separator.states import load_model
+    model = load_model(package).float().eval()
+    length = int(model.segment * model.samplerate)
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(1, model.audio_channels, length, generator=generator)
+    check = torch.randn(2, model.audio_channels, length, generator=generator)
+    with torch.no_grad():
+        try:
+            traced = torch.jit.trace(model, example, check_trace=False)
+        except Exception as error:       # tracing can fail in many ways: name the model
+            raise ExportError(f"cannot trace {type(model).__name__} for TorchScript: "
+                              f"{error}") from error
+        difference = (traced(check) - model(check)).abs().max().item()
+    atomic_save(traced, target, save=torch.jit.save)
+    return difference
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m tools.export',
@@ -128,6 +156,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--quantize', choices=['diffq'],
                         help="store DiffQ's bit-packed quantized weights (XPs trained with "
                              "quant.diffq; loaded back as float32)")
+    parser.add_argument('--torchscript', action='store_true',
+                        help="also write OUT/SIG.ts, the model traced with TorchScript for "
+                             "inputs of its segment length, checked against PyTorch")
     parser.add_argument('--xps', type=Path, default=Path('outputs/xps'),
                         help="folder of the XPs (default: %(default)s)")
     return parser
@@ -145,6 +176,11 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
             package = make_package(checkpoint, args.half, args.quantize)
             target = Path(args.out) / f'{sig}.th'
             atomic_save(package, target)
+            if args.torchscript:
+                script = target.with_suffix('.ts')
+                difference = export_torchscript(package, script)
+                print(f"TorchScript of XP {sig} in {script}: max abs difference with PyTorch "
+                      f"{difference:.2e}")
         except (ExportError, OSError) as error:
             print(f"export: error: {error}", file=sys.stderr)
             failed.append(sig)
