@@ -147,7 +147,7 @@ def copy_state(state: dict) -> dict:
 
 
 def atomic_save(obj: tp.Any, path: tp.Union[str, Path],
-                save: tp.Callable[[tp.Any, tp.BinaryIO], None] = torch.save) -> None:
+                save: tp.Optional[tp.Callable[[tp.Any, tp.BinaryIO], None]] = None) -> None:
     """`save(obj, file)` (`torch.save`, or e.g. `torch.jit.save`) to a temporary file next to
     `path`, then rename it over `path`."""
     path = Path(path)
@@ -155,7 +155,7 @@ def atomic_save(obj: tp.Any, path: tp.Union[str, Path],
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as fout:
-            save(obj, fout)
+            (save or torch.save)(obj, fout)
             fout.flush()
             os.fsync(fout.fileno())
         os.replace(tmp, path)
