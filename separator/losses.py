@@ -33,14 +33,25 @@ def kept_count(batch: int, quantile: float) -> int:
     return keep(batch)
 
 
-def truncation_mask(losses: torch.Tensor, quantile: float) -> torch.Tensor:
+def target_levels(sources: torch.Tensor, kind: str = 'l1') -> torch.Tensor:
+    """Level of each target stem in the units of `source_losses`: [B, S, C, T] -> [B, S]."""
+    return source_losses(torch.zeros_like(sources), sources, kind)
+
+
+def truncation_mask(losses: torch.Tensor, quantile: float,
+                    levels: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
     """Loss truncation (SDX23 winner): per source, keep the `ceil(q B)` smallest losses.
 
     The largest losses of a batch are the examples most likely to carry label noise (a wrong
     or bleeding stem), so they are masked out of the gradient. [B, S] -> bool [B, S].
+    With `levels` ([B, S], `target_levels`), examples are ranked by their loss relative to
+    the level of their target instead (`optim.truncation_rank=relative`): the absolute loss
+    of a quiet or silent stem is small whatever its quality, so ranking by it keeps the
+    quiet examples and drops the loud, informative ones.
     """
     keep = kept_count(losses.shape[0], quantile)
-    order = losses.detach().argsort(dim=0)
+    scores = losses if levels is None else losses / (levels + 1e-8)
+    order = scores.detach().argsort(dim=0)
     mask = torch.zeros_like(losses, dtype=torch.bool)
     mask.scatter_(0, order[:keep], True)
     return mask

@@ -27,7 +27,8 @@ from .apply import apply_model
 from .augment import augment
 from .data.segments import EpochSampler
 from .ema import ModelEMA
-from .losses import kept_count, source_losses, truncation_mask, weighted_loss
+from .losses import (kept_count, source_losses, target_levels, truncation_mask,
+                     weighted_loss)
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
 from .states import (DIFFQ_SUFFIX, atomic_save, copy_state, quantizer_kwargs, safe_load,
@@ -104,6 +105,9 @@ class Solver:
         self.batch_size = self.cfg.batch_size // distrib.world_size
         if self.cfg.optim.loss_truncation:
             kept_count(self.batch_size, self.cfg.optim.loss_truncation)  # raises if too small
+        if self.cfg.optim.truncation_rank not in ('loss', 'relative'):
+            raise ValueError(f"optim.truncation_rank={self.cfg.optim.truncation_rank!r}: use "
+                             f"loss or relative.")
 
     def _state_dict(self) -> dict:
         return {
@@ -198,7 +202,10 @@ class Solver:
                 losses = source_losses(estimate.float(), sources, self.cfg.optim.loss)
                 mask = None
                 if self.cfg.optim.loss_truncation:
-                    mask = truncation_mask(losses, self.cfg.optim.loss_truncation)
+                    levels = None
+                    if self.cfg.optim.truncation_rank == 'relative':
+                        levels = target_levels(sources, self.cfg.optim.loss)
+                    mask = truncation_mask(losses, self.cfg.optim.loss_truncation, levels)
                 loss = weighted_loss(losses, self.weights, mask)
                 objective = loss
                 if self.quantizer is not None:

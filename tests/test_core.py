@@ -136,3 +136,13 @@ def test_loss_truncation_masks_the_largest_losses():
         kept_count(4, 0.9)
     with pytest.raises(ValueError, match=r'must be in \(0, 1\)'):
         kept_count(4, 1.5)
+    # Ranked relative to the target's level, a loud example with a small relative error is
+    # kept and a quiet one with a large relative error is dropped.
+    sources = torch.ones(4, 2, 1, 8) * torch.tensor([[1., 1.], [10., 1.], [1., 1.], [200., 1.]]
+                                                    )[:, :, None, None]
+    from separator.losses import target_levels
+    levels = target_levels(sources)
+    assert levels[:, 0].tolist() == [1., 10., 1., 200.]
+    relative = truncation_mask(losses, 0.5, levels)        # relative losses 1, .5, 3, .5
+    assert relative[:, 0].tolist() == [False, True, False, True]
+    assert mask[:, 0].tolist() == [True, False, True, False]   # by the loss: the quiet ones
