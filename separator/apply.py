@@ -32,28 +32,42 @@ def chunk_offsets(length: int, segment: int, overlap: float) -> tp.List[int]:
     return offsets
 
 
-def _separate_chunks(model: torch.nn.Module, mix: torch.Tensor, segment: int, overlap: float,
-                     batch_size: int) -> torch.Tensor:
-    """[B, C, T] -> [B, S, C, T] by overlap-add of `segment`-long chunks."""
-    batch, channels, length = mix.shape
+def overlap_add(function: tp.Callable[..., torch.Tensor], inputs: tp.Sequence[torch.Tensor],
+                segment: int, overlap: float, batch_size: int = 1) -> torch.Tensor:
+    """`function` on `segment`-long chunks of `inputs`, blended with the fade window.
+
+    The inputs ([B, ..., T], same B and T) are cut along their last dimension;
+    `batch_size` chunks go through `function` at once, concatenated along the first
+    dimension. Its outputs are [B, ..., segment]; the result is [B, ..., T]. A song no
+    longer than `segment` goes through `function` whole.
+    """
+    batch, length = inputs[0].shape[0], inputs[0].shape[-1]
     if length <= segment:
-        return model(mix)
+        return function(*inputs)
     offsets = chunk_offsets(length, segment, overlap)
-    window = fade_window(segment, segment - _stride(segment, overlap), mix.device)
-    out = None
-    weight = torch.zeros(length, device=mix.device)
+    window = fade_window(segment, segment - _stride(segment, overlap), inputs[0].device)
+    out = weight = None
     for start in range(0, len(offsets), batch_size):
         group = offsets[start:start + batch_size]
-        chunks = torch.cat([mix[..., o:o + segment] for o in group])
-        estimates = model(chunks).view(len(group), batch, -1, channels, segment)
+        chunks = [torch.cat([x[..., o:o + segment] for o in group]) for x in inputs]
+        outputs = function(*chunks)
+        outputs = outputs.reshape(len(group), batch, *outputs.shape[1:])
         if out is None:
-            out = torch.zeros(batch, estimates.shape[2], channels, length, device=mix.device,
-                              dtype=estimates.dtype)
-        for offset, estimate in zip(group, estimates):
-            out[..., offset:offset + segment] += estimate * window
+            out = outputs.new_zeros(batch, *outputs.shape[2:-1], length)
+            # at least float32: half-precision outputs still sum their weights exactly
+            weight = out.new_zeros(length, dtype=torch.promote_types(out.dtype, torch.float32))
+            window = window.to(weight.dtype)
+        for offset, output in zip(group, outputs):
+            out[..., offset:offset + segment] += output * window  # autograd follows slices
             weight[offset:offset + segment] += window
     out /= weight  # in place: no second song-sized copy
     return out
+
+
+def _separate_chunks(model: torch.nn.Module, mix: torch.Tensor, segment: int, overlap: float,
+                     batch_size: int) -> torch.Tensor:
+    """[B, C, T] -> [B, S, C, T] by overlap-add of `segment`-long chunks."""
+    return overlap_add(model, [mix], segment, overlap, batch_size)
 
 
 def _apply_midside(model: torch.nn.Module, mix: torch.Tensor, **kwargs: tp.Any

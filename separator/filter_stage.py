@@ -57,12 +57,13 @@ def run_filter(cfg: tp.Any, xp: tp.Any) -> dict:
     loader = functools.partial(load_xp, params.model, Path(xp.folder).parent)
     result = filter_folder(loader, noisy, out, config, workers=params.workers,
                            progress=sys.stderr.isatty(), info={'model': params.model})
-    summary: tp.Dict[str, tp.Any] = {'stems': sum(len(s) for s in result.scores.values())}
-    summary['kept'] = sum(len(result.clean_tracks(source)) for source in result.sources)
-    for source in result.sources:
-        summary[f'kept_{source}'] = len(result.clean_tracks(source))
-        logger.info("Filter: %s: %d clean, %d silent", source,
-                    len(result.clean_tracks(source)), len(result.silent_tracks(source)))
+    kept = {source: len(result.clean_tracks(source)) for source in result.sources}
+    summary: tp.Dict[str, tp.Any] = {'stems': sum(len(s) for s in result.scores.values()),
+                                     'kept': sum(kept.values())}
+    for source, count in kept.items():
+        summary[f'kept_{source}'] = count
+        logger.info("Filter: %s: %d clean, %d silent", source, count,
+                    len(result.silent_tracks(source)))
     if (noisy / MANIFEST).exists():
         metrics = evaluate(result.decisions(), load_manifest(noisy))
         logger.info("Filter against the injected ground truth:\n%s", format_metrics(metrics))

@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from .apply import apply_model
-from .states import checkpoint_weights, load_model, safe_load
+from .states import checkpoint_weights, load_model, read_xp_checkpoint
 
 DEFAULT_REPO = Path('release_models')
 DEFAULT_XPS = Path('outputs/xps')        # Dora's XP folder (conf: dora.dir + /xps)
@@ -163,20 +163,16 @@ def load_xp(sig: str, xps: tp.Union[str, Path] = DEFAULT_XPS) -> nn.Module:
     """The model of XP `sig` (its best state, else its last weights), in eval mode, on CPU:
     use a trained XP before exporting it. An XP trained with DiffQ gives its quantized
     weights, those its validation and test ran with."""
-    folder = Path(xps) / sig
-    path = folder / 'checkpoint.th'
-    if not folder.is_dir():
-        raise ModelLoadingError(f"unknown XP {sig}: there is no folder {folder}. Check the "
-                                f"signature with `dora info -f {sig}`.")
-    if not path.exists():
-        raise ModelLoadingError(f"XP {sig} has no checkpoint ({path}): train it first "
-                                f"(`dora run -f {sig}`).")
     try:
-        checkpoint = safe_load(path)
+        checkpoint = read_xp_checkpoint(sig, xps, f"XP {sig}")
+    except ValueError as error:
+        raise ModelLoadingError(str(error)) from error
+    try:
         state = checkpoint_weights(checkpoint, quantized=True)
         model = load_model({**checkpoint['package'], 'state': state})
     except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
-        raise ModelLoadingError(f"cannot load XP {sig} from {path}: {error}") from error
+        raise ModelLoadingError(f"cannot load XP {sig} from {Path(xps) / sig}: "
+                                f"{error}") from error
     return model.float().eval()
 
 

@@ -31,12 +31,10 @@ from .losses import (kept_count, source_losses, target_levels, truncation_mask,
                      weighted_loss)
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
-from .states import (DIFFQ_SUFFIX, atomic_save, copy_state, quantizer_kwargs, safe_load,
-                     serialize_model)
+from .states import (DIFFQ_SUFFIX, atomic_save, checkpoint_path, copy_state,
+                     quantizer_kwargs, read_xp_checkpoint, safe_load, serialize_model)
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT = 'checkpoint.th'
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -44,21 +42,9 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
-def checkpoint_path(xp_folder: Path) -> Path:
-    return Path(xp_folder) / CHECKPOINT
-
-
 def load_checkpoint_of(sig: str, xp_folder: Path) -> dict:
     """Load the checkpoint of XP `sig`, a sibling of `xp_folder` in Dora's XP folder."""
-    folder = Path(xp_folder).parent / sig
-    if not folder.is_dir():
-        raise ValueError(f"continue_from={sig}: no XP with that signature in {folder.parent}. "
-                         f"Check the signature with `dora info -f {sig}`.")
-    path = checkpoint_path(folder)
-    if not path.exists():
-        raise ValueError(f"continue_from={sig}: XP {sig} has no checkpoint ({path}); it has not "
-                         f"finished an epoch yet. Run it first: `dora run -f {sig}`.")
-    return safe_load(path)
+    return read_xp_checkpoint(sig, Path(xp_folder).parent, f"continue_from={sig}")
 
 
 class Solver:

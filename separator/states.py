@@ -181,3 +181,29 @@ def safe_load(path: tp.Union[str, Path]) -> tp.Any:
     except Exception as error:
         raise RuntimeError(f"Could not read {path} ({error}). The file is corrupt or "
                            f"truncated: delete it to start over.") from error
+
+
+CHECKPOINT = 'checkpoint.th'   # the solver's checkpoint, in every XP folder
+
+
+def checkpoint_path(xp_folder: tp.Union[str, Path]) -> Path:
+    return Path(xp_folder) / CHECKPOINT
+
+
+def read_xp_checkpoint(sig: str, xps: tp.Union[str, Path], context: str) -> dict:
+    """The checkpoint of XP `sig` in Dora's XP folder `xps`. A missing XP, a missing or a
+    corrupt checkpoint raises ValueError: `context` (e.g. "continue_from=SIG"), then what is
+    wrong and the command that fixes it."""
+    folder = Path(xps) / sig
+    if not folder.is_dir():
+        raise ValueError(f"{context}: no XP with that signature in {folder.parent}. Check the "
+                         f"signature with `dora info -f {sig}`.")
+    path = checkpoint_path(folder)
+    if not path.exists():
+        raise ValueError(f"{context}: XP {sig} has no checkpoint ({path}); it has not "
+                         f"finished an epoch yet. Run it first: `dora run -f {sig}`.")
+    try:
+        return safe_load(path)
+    except RuntimeError as error:
+        raise ValueError(f"{context}: {error} Then train the XP again: "
+                         f"`dora run -f {sig}`.") from error

@@ -46,7 +46,7 @@ import typing as tp
 
 import torch
 
-from .apply import chunk_offsets, fade_window
+from .apply import overlap_add
 from .models.spec import ispectro, spectro
 
 CHUNK_OVERLAP = 0.25  # fraction of a chunk cross-faded with the next one
@@ -131,20 +131,11 @@ def wiener_filter(mix: torch.Tensor, estimates: torch.Tensor, iterations: int = 
         raise ValueError(f"estimates {tuple(estimates.shape)} do not match the mixture "
                          f"{tuple(mix.shape)}: expected [B, J, C, T] and [B, C, T].")
     hop = hop or nfft // 4
-    length = mix.shape[-1]
     segment = None if segment_frames is None else segment_frames * hop
-    if segment is None or length <= segment:
+    if segment is None:
         out = _filter_segment(mix, estimates, iterations, nfft, hop, eps)
     else:
-        stride = max(1, int((1 - CHUNK_OVERLAP) * segment))
-        window = fade_window(segment, segment - stride, mix.device).to(estimates.dtype)
-        out = torch.zeros_like(estimates)
-        weight = torch.zeros(length, device=mix.device, dtype=estimates.dtype)
-        for offset in chunk_offsets(length, segment, CHUNK_OVERLAP):
-            part = slice(offset, offset + segment)
-            filtered = _filter_segment(mix[..., part], estimates[..., part], iterations, nfft,
-                                       hop, eps)
-            out[..., part] += filtered * window  # autograd follows in-place slices
-            weight[part] += window
-        out /= weight
+        def filter_chunk(mix_chunk: torch.Tensor, estimates_chunk: torch.Tensor) -> torch.Tensor:
+            return _filter_segment(mix_chunk, estimates_chunk, iterations, nfft, hop, eps)
+        out = overlap_add(filter_chunk, [mix, estimates], segment, CHUNK_OVERLAP)
     return out[0] if squeeze else out

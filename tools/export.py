@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from separator.states import atomic_save, checkpoint_weights, safe_load
-
-CHECKPOINT = 'checkpoint.th'
+from separator.pretrained import DEFAULT_XPS
+from separator.states import (atomic_save, checkpoint_weights, load_model,
+                              read_xp_checkpoint)
 
 
 class ExportError(ValueError):
@@ -91,31 +91,29 @@ def serialized_size(obj: tp.Any) -> int:
 
 def read_checkpoint(sig: str, xps: Path) -> dict:
     """The checkpoint of XP `sig` in the XP folder `xps`; ExportError naming the fix."""
-    folder = Path(xps) / sig
-    if not folder.is_dir():
-        raise ExportError(f"unknown XP {sig}: there is no folder {folder}. Check the signature "
-                          f"with `dora info -f {sig}` (or pass --xps, the folder holding "
-                          f"the XPs).")
-    path = folder / CHECKPOINT
-    if not path.exists():
-        raise ExportError(f"XP {sig} has no checkpoint ({path}): it has not finished an epoch "
-                          f"yet. Train it first: `dora run -f {sig}`.")
     try:
-        checkpoint = safe_load(path)
-    except RuntimeError as error:
-        raise ExportError(f"{error} Then train the XP again: `dora run -f {sig}`.") from error
+        checkpoint = read_xp_checkpoint(sig, xps, f"XP {sig}")
+    except ValueError as error:
+        raise ExportError(f"{error} (--xps is the folder holding the XPs.)") from error
     if checkpoint.get('sig') is None:
         checkpoint['sig'] = sig
     return checkpoint
 
 
+def write_package(checkpoint: dict, out: Path, half: bool = False,
+                  quantize: tp.Optional[str] = None) -> tp.Tuple[Path, dict]:
+    """Write the package of `checkpoint` (`read_checkpoint`) to `out/SIG.th` atomically;
+    return that path and the package."""
+    package = make_package(checkpoint, half, quantize)
+    target = Path(out) / f"{checkpoint['sig']}.th"
+    atomic_save(package, target)
+    return target, package
+
+
 def export_xp(sig: str, xps: Path, out: Path, half: bool = False,
               quantize: tp.Optional[str] = None) -> Path:
     """Export XP `sig` from the XP folder `xps` to `out/SIG.th`; return that path."""
-    package = make_package(read_checkpoint(sig, xps), half, quantize)
-    target = Path(out) / f'{sig}.th'
-    atomic_save(package, target)
-    return target
+    return write_package(read_checkpoint(sig, xps), out, half, quantize)[0]
 
 
 def export_torchscript(package: dict, target: Path) -> float:
@@ -127,7 +125,6 @@ def export_torchscript(package: dict, target: Path) -> float:
     cuts a song into such chunks; pad a shorter song). ONNX is not offered: the hybrid models
     compute complex spectrograms, which ONNX cannot represent.
     """
-    from separator.states import load_model
     model = load_model(package).float().eval()
     length = int(model.segment * model.samplerate)
     generator = torch.Generator().manual_seed(0)
@@ -159,7 +156,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--torchscript', action='store_true',
                         help="also write OUT/SIG.ts, the model traced with TorchScript for "
                              "inputs of its segment length, checked against PyTorch")
-    parser.add_argument('--xps', type=Path, default=Path('outputs/xps'),
+    parser.add_argument('--xps', type=Path, default=DEFAULT_XPS,
                         help="folder of the XPs (default: %(default)s)")
     return parser
 
@@ -173,9 +170,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     for sig in args.sigs:
         try:
             checkpoint = read_checkpoint(sig, args.xps)
-            package = make_package(checkpoint, args.half, args.quantize)
-            target = Path(args.out) / f'{sig}.th'
-            atomic_save(package, target)
+            target, package = write_package(checkpoint, args.out, args.half, args.quantize)
             if args.torchscript:
                 script = target.with_suffix('.ts')
                 difference = export_torchscript(package, script)

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from separator.lineage import (DONE, Lineage, bag_config, format_table, refresh, resolve,
                                write_bag)
-
-XPS = Path('outputs/xps')
+from separator.pretrained import DEFAULT_XPS
 
 
 def load_lineage(name: str) -> Lineage:
@@ -64,7 +63,7 @@ def export_bag(lineage: Lineage, stages: list, out: Path) -> Path:
     sources = list(stages[-1].xp.cfg.dset.sources)
     config = bag_config(lineage, stages, sources)
     for sig in config['models']:
-        export_xp(sig, XPS, out)
+        export_xp(sig, DEFAULT_XPS, out)
     path = out / f'{lineage.name}.yaml'
     names = {item.sig: item.stage.name for item in stages}
     comment = (f"Bag of lineage {lineage.name} (python -m tools.lineage {lineage.name}): "
@@ -113,13 +112,15 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                   flush=True)
             if run_stage(item.argv, args.distributed) != 0:
                 print(f"lineage: stage {item.stage.name} (XP {item.sig}) failed; see "
-                      f"{XPS / item.sig / 'train.log'}. Run the command again to resume.",
+                      f"{DEFAULT_XPS / item.sig / 'train.log'}. Run the command again to "
+                      f"resume.",
                       file=sys.stderr)
                 return 1
             refresh(stages, dora_main)          # its children see the new state
             if stages[index].state != DONE:
                 print(f"lineage: stage {item.stage.name} (XP {item.sig}) ended without "
-                      f"finishing; see {XPS / item.sig / 'train.log'}.", file=sys.stderr)
+                      f"finishing; see {DEFAULT_XPS / item.sig / 'train.log'}.",
+                      file=sys.stderr)
                 return 1
         if item.stage.name == args.until:
             print(format_table(lineage, stages))
