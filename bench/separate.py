@@ -7,9 +7,9 @@
 Both implementations separate the same synthetic stereo song with the very same model object
 (a Demucs model with random, seeded weights), the same shifts (the random shift offsets are
 forced equal), overlap and segment. Prints seconds for each, the ratio demucs / ours, and the
-max abs difference of the outputs, over all samples and over the samples that both cover with
-a single chunk (there the difference is only float error: elsewhere the two blend overlapping
-chunks with different windows, demucs a triangle, ours a flat window with raised-cosine fades).
+max abs difference of the outputs, over all samples and over the samples that both take from
+one and the same chunk (there the difference is only float error: elsewhere the two blend
+different chunks with different windows, demucs a triangle, ours raised-cosine fades).
 Peak RSS is measured in fresh subprocesses separating 1 and 10 minutes with a small model.
 Needs `pip install demucs==4.1.0` (plus einops).
 """
@@ -23,6 +23,8 @@ import typing as tp
 
 import numpy as np
 import torch
+
+from separator.apply import chunk_offsets
 
 SOURCES = ['drums', 'bass', 'other', 'vocals']
 INSTALL = ("The benchmark compares with the `demucs` package, which is missing: "
@@ -105,30 +107,49 @@ def run_demucs(model, mix, args) -> torch.Tensor:
         demucs.apply.random = saved
 
 
-def single_chunk_mask(length: int, segment: int, overlap: float, shifts: tp.List[int],
-                      samplerate: int) -> torch.Tensor:
-    """Output samples that both implementations take from exactly one chunk, for every shift."""
+def _single_chunk_starts(total: int, offsets: tp.Iterable[int], segment: int, size: int,
+                         partial_differs: bool) -> torch.Tensor:
+    """For each of `size` frames, the start of the one chunk covering it, -1 when no chunk or
+    several do (or, with `partial_differs`, when its chunk is a last, short one: demucs
+    centres it on real context (TensorChunk.padded), ours never has one)."""
+    count = torch.zeros(size + segment, dtype=torch.int)
+    start = torch.full((size + segment,), -1, dtype=torch.long)
+    for offset in (offsets if total > segment else [0]):
+        partial = partial_differs and offset + segment > total
+        count[offset:offset + segment] += 2 if partial else 1
+        start[offset:offset + segment] = offset
+    return torch.where(count == 1, start, torch.full_like(start, -1))[:size]
+
+
+def same_chunk_mask(length: int, segment: int, overlap: float, shifts: tp.List[int],
+                    samplerate: int) -> torch.Tensor:
+    """Output samples that both implementations take from one and the same chunk (same
+    input frames), for every shift: there the two can only differ by float error.
+
+    Elsewhere they blend different chunks: demucs' chunks start at 0, 1 stride, 2... up to
+    the end and blend with a triangle window; ours end with a chunk aligned on the song's end
+    and blend with raised-cosine fades. A model with a global context (LSTM, attention) gives
+    different outputs for different chunks of the same samples."""
     stride = max(1, int((1 - overlap) * segment))
     mask = torch.ones(length, dtype=torch.bool)
     max_shift = int(0.5 * samplerate)
     for shift in shifts or [None]:
         if shift is None:
             ours_len = demucs_len = length
-            start = 0
+            begin = 0
         else:
             ours_len, demucs_len = length + max_shift, length + max_shift - shift
-            start = max_shift - shift
-        counts = []
-        for total, offsets in [(ours_len, range(0, ours_len - segment + stride, stride)),
-                               (demucs_len, range(0, demucs_len, stride))]:
-            count = torch.zeros(max(ours_len, demucs_len) + segment, dtype=torch.int)
-            for offset in (offsets if total > segment else [0]):
-                # demucs centres a last, short chunk on real context (TensorChunk.padded)
-                # where ours pads it with zeros at the end: not the same model input.
-                partial = offset + segment > total and total is demucs_len
-                count[offset:offset + segment] += 2 if partial else 1
-            counts.append(count[start:start + length])
-        mask &= (counts[0] == 1) & (counts[1] == 1)
+            begin = max_shift - shift           # output frame 0 in ours' shifted signal
+        size = max(ours_len, demucs_len)
+        # Both shifted signals start at the same frame of the padded song, and output frame t
+        # is their frame `begin + t`: a chunk with the same start has the same input frames,
+        # unless demucs' is a last, short one (padded differently).
+        ours = _single_chunk_starts(
+            ours_len, chunk_offsets(ours_len, segment, overlap) if ours_len > segment else [0],
+            segment, size, False)[begin:begin + length]
+        theirs = _single_chunk_starts(demucs_len, range(0, demucs_len, stride), segment, size,
+                                      True)[begin:begin + length]
+        mask &= (ours >= 0) & (ours == theirs)
     return mask
 
 
@@ -215,23 +236,34 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         model(mix[..., :int(model.segment * model.samplerate)])
     timings = {}
     outputs = {}
+    calls = {}
     for impl, fn in [('demucs', run_demucs), ('ours', run_ours)]:
+        counter = [0]
+        hook = model.register_forward_pre_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
         begin = time.time()
         outputs[impl] = fn(model, mix, args)
         timings[impl] = time.time() - begin
-        print(f"  {impl}: {timings[impl]:.1f} s", flush=True)
+        hook.remove()
+        calls[impl] = counter[0]
+        print(f"  {impl}: {timings[impl]:.1f} s, {calls[impl]} model calls", flush=True)
     diff = (outputs['ours'] - outputs['demucs']).abs()
     segment = int((args.segment or model.segment) * model.samplerate)
-    mask = single_chunk_mask(mix.shape[-1], segment, args.overlap,
+    mask = same_chunk_mask(mix.shape[-1], segment, args.overlap,
                              our_offsets(args.shifts, model.samplerate, args.seed),
                              model.samplerate)
     scale = outputs['demucs'].abs().max().item()
     rows.append(('separate time (s)', f"{timings['demucs']:.1f}", f"{timings['ours']:.1f}",
                  f"{timings['demucs'] / timings['ours']:.2f}x"))
+    # Time goes to the model: equal output needs demucs' very chunks, so its call count.
+    rows.append(('model calls', f"{calls['demucs']}", f"{calls['ours']}",
+                 f"{calls['demucs'] / calls['ours']:.2f}x"))
+    rows.append(('seconds per call', f"{timings['demucs'] / calls['demucs']:.2f}",
+                 f"{timings['ours'] / calls['ours']:.2f}",
+                 f"{timings['demucs'] / calls['demucs'] / (timings['ours'] / calls['ours']):.2f}x"))
     rows.append(('max |ours - demucs|', '', f"{diff.max().item():.2e}",
                  f"(output peak {scale:.2e})"))
     single = diff[..., mask].max().item() if mask.any() else float('nan')
-    rows.append(('  on single-chunk samples', '', f"{single:.2e}",
+    rows.append(('  on samples from same chunk', '', f"{single:.2e}",
                  f"({mask.float().mean().item():.0%} of samples)"))
     if not args.no_memory:
         for minutes in args.memory_minutes:

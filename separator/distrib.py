@@ -3,10 +3,12 @@
 A thin layer over `dora.distrib`, which reads the rank and world size that `dora run -d`
 or Slurm set. Without a GPU the backend is gloo (nccl asserts without CUDA).
 """
+import signal
 import typing as tp
 
 import torch
 from dora import distrib as dora_distrib
+from dora import executor as dora_executor
 
 rank = 0
 world_size = 1
@@ -54,3 +56,53 @@ def broadcast_object(obj: tp.Any, src: int = 0) -> tp.Any:
     holder = [obj]
     torch.distributed.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def describe_exit(code: int) -> str:
+    """How a process ended, from its exit status (negative: the signal that killed it)."""
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    why = {'SIGKILL': "killed from outside: the kernel's out-of-memory killer sends it when "
+                      "memory runs out (see `dmesg`), as do `kill -9` and schedulers",
+           'SIGSEGV': "a crash in native code (segmentation fault)",
+           'SIGBUS': "a crash in native code (bus error: often shared memory, /dev/shm, full)",
+           'SIGABRT': "aborted by native code (its message is in the log above)",
+           'SIGTERM': "asked to stop (`kill`, or a scheduler)"}.get(name, "")
+    return f"was killed by {name} (signal {-code})" + (f": {why}" if why else "")
+
+
+def explain_worker_deaths() -> None:
+    """Make `dora run -d` say how a worker died, not only that it did.
+
+    Dora's local DDP executor logs "Worker N died, killing all workers" and nothing more.
+    This wraps each worker process it starts so that, when one exits with an error, the
+    executor also logs the rank, the signal or exit status and where that rank's log is
+    (rank 0 writes to the console, rank N > 0 to `worker_N.log` in the XP folder).
+    Called when `separator.train` is imported, which the `dora` command does before it
+    starts the workers. Idempotent.
+    """
+    manager = dora_executor.ChildrenManager
+    if getattr(manager.add, 'explains_deaths', False):
+        return
+    add = manager.add
+
+    def add_explained(self, child) -> None:
+        add(self, child)
+        wait = child.wait
+
+        def wait_explained(timeout: tp.Optional[float] = None) -> int:
+            code = wait(timeout)
+            if code:
+                where = ("the output above" if child.rank == 0
+                         else f"worker_{child.rank}.log in the XP folder")
+                dora_executor.log(f"Worker {child.rank} (pid {child.pid}) "
+                                  f"{describe_exit(code)}. Its log: {where}.")
+            return code
+        child.wait = wait_explained
+
+    add_explained.explains_deaths = True  # type: ignore[attr-defined]
+    manager.add = add_explained

@@ -13,6 +13,7 @@ from . import builders, distrib
 from .solver import Solver
 
 logger = logging.getLogger(__name__)
+distrib.explain_worker_deaths()  # `dora run -d` imports this module before it starts workers
 
 
 def _check_config(cfg) -> None:

@@ -81,4 +81,6 @@ def test_dying_rank_stops_the_job(tiny_data, tmp_path):
     code = proc.wait(timeout=90)
     assert code != 0
     assert time.time() - killed_at < 60
-    assert 'Worker 1 died' in log.read_text()
+    text = log.read_text()
+    assert 'Worker 1 died' in text
+    assert 'was killed by SIGKILL (signal 9)' in text and 'worker_1.log' in text, text[-2000:]
