@@ -2,14 +2,16 @@
 
     python -m bench.separate [--seconds 60] [--shifts 1] [--overlap 0.25] [--segment S]
                              [--model htdemucs|hdemucs] [--model-size full|small]
-                             [--memory-minutes 1 10] [--no-memory]
+                             [--memory-minutes 1 10] [--no-memory] [--no-compile]
 
 Both implementations separate the same synthetic stereo song with the very same model object
 (a Demucs model with random, seeded weights), the same shifts (the random shift offsets are
-forced equal), overlap and segment. Prints seconds for each, the ratio demucs / ours, and the
-max abs difference of the outputs, over all samples and over the samples that both take from
-one and the same chunk (there the difference is only float error: elsewhere the two blend
-different chunks with different windows, demucs a triangle, ours raised-cosine fades).
+forced equal), overlap and segment. Ours runs with both chunkings (`separator.apply`):
+`demucs` (demucs' chunks and window: the same output to float error) and `fade` (ours:
+other chunks, so compared only on the samples both take from the same chunk), then again
+with the model compiled (`separator.pretrained.compile_model`, the `--compile` of the
+`separator` command; the compilation is timed apart). Prints seconds, model calls, the
+speed-up over demucs and the max abs difference from demucs' output.
 Peak RSS is measured in fresh subprocesses separating 1 and 10 minutes with a small model.
 Needs `pip install demucs==4.1.0` (plus einops).
 """
@@ -18,8 +20,10 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import typing as tp
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,7 +95,8 @@ def run_ours(model, mix, args) -> torch.Tensor:
     generator = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         return apply_model(model, mix, segment=args.segment, overlap=args.overlap,
-                           shifts=args.shifts, generator=generator)
+                           shifts=args.shifts, generator=generator,
+                           chunking=getattr(args, 'chunking', 'fade'))
 
 
 def run_demucs(model, mix, args) -> torch.Tensor:
@@ -167,24 +172,53 @@ def _peak_rss_mb() -> float:
 
 
 def peak_rss_child(argv: tp.List[str]) -> None:
-    """Subprocess mode: separate, print {"seconds": .., "rss_mb": ..} as JSON."""
+    """Subprocess mode: separate, print {"seconds": .., "rss_mb": ..} as JSON.
+
+    impl `ours` / `demucs`: apply_model on a random mixture in memory; `separator`: the
+    `separator` command's path (`separate_track`, streamed from and to disk) on the WAV file
+    given as a fourth argument, the stems written next to it."""
     impl, model_name, seconds = argv[0], argv[1], float(argv[2])
-    args = argparse.Namespace(segment=None, overlap=0.25, shifts=0, seed=0)
     model = make_model(model_name, 'small')
-    mix = torch.randn(1, 2, int(seconds * model.samplerate),
-                      generator=torch.Generator().manual_seed(0)) * 0.1
     before = _peak_rss_mb()
     begin = time.time()
-    (run_ours if impl == 'ours' else run_demucs)(model, mix, args)
+    if impl == 'separator':
+        from separator.separate import get_parser, separate_track
+        song = Path(argv[3])
+        args = get_parser().parse_args([str(song), '--shifts', '0'])
+        separate_track(model, song, song.parent / 'separated', args)
+    else:
+        args = argparse.Namespace(segment=None, overlap=0.25, shifts=0, seed=0)
+        mix = torch.randn(1, 2, int(seconds * model.samplerate),
+                          generator=torch.Generator().manual_seed(0)) * 0.1
+        before = _peak_rss_mb()
+        begin = time.time()
+        (run_ours if impl == 'ours' else run_demucs)(model, mix, args)
     elapsed = time.time() - begin
     peak = _peak_rss_mb()
     print(json.dumps({'seconds': elapsed, 'rss_mb': peak, 'before_mb': before}))
 
 
+def write_song(path: Path, seconds: float, samplerate: int = 44100) -> None:
+    """A random stereo float32 WAV, written block by block."""
+    import soundfile as sf
+    generator = torch.Generator().manual_seed(0)
+    frames = int(seconds * samplerate)
+    with sf.SoundFile(str(path), 'w', samplerate, 2, subtype='FLOAT') as out:
+        for start in range(0, frames, samplerate * 10):
+            block = min(samplerate * 10, frames - start)
+            out.write((torch.randn(block, 2, generator=generator) * 0.1).numpy())
+
+
 def measure_memory(impl: str, model_name: str, minutes: float, threads: int) -> dict:
-    command = [sys.executable, '-m', 'bench.separate', '--_child', impl, model_name,
-               str(60 * minutes), '--threads', str(threads)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = []
+        if impl == 'separator':
+            song = Path(tmp) / 'song.wav'
+            write_song(song, 60 * minutes)
+            extra = [str(song)]
+        command = [sys.executable, '-m', 'bench.separate', '--_child', impl, model_name,
+                   str(60 * minutes), *extra, '--threads', str(threads)]
+        result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -204,6 +238,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--memory-minutes', type=float, nargs='*', default=[1., 10.],
                         help="song lengths (minutes) of the peak RSS runs, small model")
     parser.add_argument('--no-memory', action='store_true', help="skip the peak RSS runs")
+    parser.add_argument('--no-speed', action='store_true', help="only the peak RSS runs")
+    parser.add_argument('--no-compile', action='store_true',
+                        help="skip the runs with the model compiled (torch.compile)")
     parser.add_argument('--memory-model', choices=['htdemucs', 'hdemucs'], default='hdemucs',
                         help="small model of the peak RSS runs (hdemucs: separator's HDemucs, "
                              "channels=8, depth=4, nfft=1024; htdemucs: a small HTDemucs)")
@@ -211,7 +248,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="also measure demucs' peak RSS (slower)")
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--_child', nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument('--_child', nargs='+', help=argparse.SUPPRESS)
     return parser
 
 
@@ -222,65 +259,83 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         peak_rss_child(args._child)
         return 0
     import_demucs()
+    if not args.no_speed:
+        compare_speed(args)
+    if not args.no_memory:
+        compare_memory(args)
+    return 0
+
+
+def compare_speed(args: argparse.Namespace) -> None:
     model = make_model(args.model, args.model_size, args.seed)
     if args.model == 'htdemucs' and args.segment is not None and args.segment > model.segment:
         raise SystemExit(f"--segment {args.segment} is longer than the HTDemucs training "
                          f"segment {float(model.segment)} s, which it cannot run.")
     mix = make_mix(args.seconds, model.samplerate, args.seed)
-    rows = []
     print(f"{args.model} ({args.model_size}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}"
           f" M params, random weights), {args.seconds:g} s stereo, shifts={args.shifts}, "
           f"overlap={args.overlap}, segment={args.segment or float(model.segment):g} s, "
           f"{args.threads} thread(s)", flush=True)
-    with torch.inference_mode():  # warm-up (allocator, oneDNN kernels): not timed
-        model(mix[..., :int(model.segment * model.samplerate)])
-    timings = {}
-    outputs = {}
-    calls = {}
-    for impl, fn in [('demucs', run_demucs), ('ours', run_ours)]:
+    segment = int((args.segment or model.segment) * model.samplerate)
+    # Warm-up, not timed: the first calls of a shape set up oneDNN kernels and the allocator;
+    # every implementation gets its own, so that none pays them for the others.
+    for fn, chunking in [(run_demucs, None), (run_ours, 'demucs'), (run_ours, 'fade')]:
+        fn(model, mix[..., :int(1.6 * segment)],
+           argparse.Namespace(**{**vars(args), 'chunking': chunking}))
+    mask = same_chunk_mask(mix.shape[-1], segment, args.overlap,
+                           our_offsets(args.shifts, model.samplerate, args.seed),
+                           model.samplerate)
+    runs = [('demucs 4.1.0', run_demucs, None), ('separator, demucs chunking', run_ours, 'demucs'),
+            ('separator, fade chunking', run_ours, 'fade')]
+    if not args.no_compile:
+        runs += [('  + compile, demucs chunking', run_ours, 'demucs'),
+                 ('  + compile, fade chunking', run_ours, 'fade')]
+    results: tp.Dict[str, tp.Any] = {}
+    for name, fn, chunking in runs:
+        if name.startswith('  + compile') and 'compile' not in results:
+            from separator.pretrained import compile_model
+            compile_model(model)
+            begin = time.time()   # compile on a short excerpt: every chunk shape of a run
+            fn(model, mix[..., :int(1.6 * segment)], argparse.Namespace(**{
+                **vars(args), 'chunking': 'demucs'}))
+            print(f"  compilation (first calls, not timed below): {time.time() - begin:.1f} s",
+                  flush=True)
+            results['compile'] = time.time() - begin
         counter = [0]
         hook = model.register_forward_pre_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
         begin = time.time()
-        outputs[impl] = fn(model, mix, args)
-        timings[impl] = time.time() - begin
+        output = fn(model, mix, argparse.Namespace(**{**vars(args), 'chunking': chunking}))
+        results[name] = (time.time() - begin, counter[0], output)
         hook.remove()
-        calls[impl] = counter[0]
-        print(f"  {impl}: {timings[impl]:.1f} s, {calls[impl]} model calls", flush=True)
-    diff = (outputs['ours'] - outputs['demucs']).abs()
-    segment = int((args.segment or model.segment) * model.samplerate)
-    mask = same_chunk_mask(mix.shape[-1], segment, args.overlap,
-                             our_offsets(args.shifts, model.samplerate, args.seed),
-                             model.samplerate)
-    scale = outputs['demucs'].abs().max().item()
-    rows.append(('separate time (s)', f"{timings['demucs']:.1f}", f"{timings['ours']:.1f}",
-                 f"{timings['demucs'] / timings['ours']:.2f}x"))
-    # Time goes to the model: equal output needs demucs' very chunks, so its call count.
-    rows.append(('model calls', f"{calls['demucs']}", f"{calls['ours']}",
-                 f"{calls['demucs'] / calls['ours']:.2f}x"))
-    rows.append(('seconds per call', f"{timings['demucs'] / calls['demucs']:.2f}",
-                 f"{timings['ours'] / calls['ours']:.2f}",
-                 f"{timings['demucs'] / calls['demucs'] / (timings['ours'] / calls['ours']):.2f}x"))
-    rows.append(('max |ours - demucs|', '', f"{diff.max().item():.2e}",
-                 f"(output peak {scale:.2e})"))
-    single = diff[..., mask].max().item() if mask.any() else float('nan')
-    rows.append(('  on samples from same chunk', '', f"{single:.2e}",
-                 f"({mask.float().mean().item():.0%} of samples)"))
-    if not args.no_memory:
-        for minutes in args.memory_minutes:
-            impls = ('demucs', 'ours') if args.memory_demucs else ('ours',)
-            figures = {impl: measure_memory(impl, args.memory_model, minutes, args.threads)
-                       for impl in impls}
-            print(f"  peak RSS {minutes:g} min: {figures}", flush=True)
-            theirs = figures.get('demucs')
-            rows.append((f'peak RSS {minutes:g} min, small {args.memory_model} (MB)',
-                         f"{theirs['rss_mb']:.0f}" if theirs else '-',
-                         f"{figures['ours']['rss_mb']:.0f}",
-                         (f"time {theirs['seconds']:.1f} / " if theirs else "ours took ")
-                         + f"{figures['ours']['seconds']:.1f} s"))
-    print(f"\n{'':30}{'demucs 4.1.0':>14}{'separator':>14}  demucs/ours")
-    for label, a, b, c in rows:
-        print(f"{label:30}{a:>14}{b:>14}  {c}")
-    return 0
+        print(f"  {name}: {results[name][0]:.1f} s, {counter[0]} model calls", flush=True)
+    seconds, calls, reference = results['demucs 4.1.0']
+    print(f"\n{'':30}{'seconds':>9}{'calls':>7}{'s/call':>8}{'speed-up':>10}"
+          f"{'max |diff|':>12}  (vs demucs; output peak {reference.abs().max().item():.2e})")
+    for name, _, chunking in runs:
+        took, count, output = results[name]
+        diff = (output - reference).abs()
+        note = ''
+        if chunking == 'fade':   # other chunks elsewhere: compare where the chunk is the same
+            note = (f"  {diff[..., mask].max().item():.2e} on the {mask.float().mean().item():.0%}"
+                    f" of samples taken from the same chunk") if mask.any() else ''
+        print(f"{name:30}{took:>9.1f}{count:>7d}{took / count:>8.2f}{seconds / took:>9.2f}x"
+              f"{diff.max().item():>12.2e}{note}")
+    if 'compile' in results:
+        print(f"{'compilation (once)':30}{results['compile']:>9.1f}")
+
+
+def compare_memory(args: argparse.Namespace) -> None:
+    impls = ('demucs', 'ours', 'separator') if args.memory_demucs else ('ours', 'separator')
+    print(f"\npeak RSS (MB), small {args.memory_model}; ours: apply_model in memory; "
+          f"separator: the command, streaming from and to disk")
+    print(f"{'song':>8}" + ''.join(f"{impl:>12}" for impl in impls) + "   seconds")
+    for minutes in args.memory_minutes:
+        figures = {impl: measure_memory(impl, args.memory_model, minutes, args.threads)
+                   for impl in impls}
+        print(f"{f'{minutes:g} min':>8}"
+              + ''.join(f"{figures[impl]['rss_mb']:>12.0f}" for impl in impls)
+              + "   " + ' / '.join(f"{figures[impl]['seconds']:.1f}" for impl in impls),
+              flush=True)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch import nn
 
-from .apply import apply_model
+from .apply import Block, Reader, apply_model, collect, merge, padded_slice, stream_model
 from .states import checkpoint_weights, load_model, read_xp_checkpoint
 
 DEFAULT_REPO = Path('release_models')
@@ -93,6 +93,26 @@ def check_weights(weights: tp.Any, count: int, sources: tp.Sequence[str]) -> Non
                                     f"to a positive number.")
 
 
+def stream_bag(model: nn.Module, read: Reader, length: int, **kwargs: tp.Any
+               ) -> tp.Iterator[Block]:
+    """`apply.stream_model` for a bag or a single model: the estimates of every model of
+    the bag, blended per source with the bag's weights, block by block."""
+    if not isinstance(model, BagOfModels):
+        return stream_model(model, read, length, **kwargs)
+    # Made in order: each model draws its random shifts from the generator in turn.
+    streams = [stream_model(sub_model, read, length, **kwargs) for sub_model in model.models]
+    totals = [sum(column) for column in zip(*model.weights)]
+
+    def blend(estimates: tp.List[torch.Tensor]) -> torch.Tensor:
+        out: tp.Any = 0.
+        for estimate, weights in zip(estimates, model.weights):
+            weight = torch.tensor(weights, dtype=estimate.dtype, device=estimate.device)
+            out = out + estimate * weight[:, None, None]
+        total = torch.tensor(totals, dtype=out.dtype, device=out.device)
+        return out / total[:, None, None]
+    return merge(streams, [0] * len(streams), length, blend)
+
+
 def apply_bag(model: nn.Module, mix: torch.Tensor, **kwargs: tp.Any) -> torch.Tensor:
     """Separate `mix` [B, C, T] (or [C, T]) with a bag or a single model.
 
@@ -101,15 +121,29 @@ def apply_bag(model: nn.Module, mix: torch.Tensor, **kwargs: tp.Any) -> torch.Te
     """
     if not isinstance(model, BagOfModels):
         return apply_model(model, mix, **kwargs)
-    out: tp.Any = 0.
-    totals = [0.] * len(model.sources)
-    for sub_model, weights in zip(model.models, model.weights):
-        estimate = apply_model(sub_model, mix, **kwargs)
-        weight = torch.tensor(weights, dtype=estimate.dtype, device=estimate.device)
-        out = out + estimate * weight[:, None, None]
-        totals = [total + w for total, w in zip(totals, weights)]
-    total = torch.tensor(totals, dtype=out.dtype, device=out.device)
-    return out / total[:, None, None]
+    squeeze = mix.dim() == 2
+    batched = mix[None] if squeeze else mix
+    out = collect(stream_bag(model, lambda start, end: padded_slice(batched, start, end),
+                             batched.shape[-1], **kwargs), batched.shape[-1])
+    return out[0] if squeeze else out
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """Compile the forward of `model`, or of every model of a bag, with `torch.compile`.
+
+    In place (the model object, its attributes and weights stay), returns `model`. The
+    output equals the eager one to float error; on CPU a chunk is ~1.5-2x faster: Inductor
+    fuses the element-wise ops around the convolutions and attention and, with `freezing`
+    (for inference: under `torch.inference_mode` the weights are constants), folds the
+    weights and prepacks them for oneDNN. The first call of every input shape compiles:
+    1-2 min on a small CPU, ~30 s when Inductor's kernel cache (`/tmp/torchinductor_$USER`)
+    already holds it; needs a C++ compiler on CPU. Worth it for long or many tracks: chunks
+    all have the same shape, so one compilation serves all.
+    """
+    for sub_model in (model.models if isinstance(model, BagOfModels) else [model]):
+        sub_model.forward = torch.compile(sub_model.forward, dynamic=False,
+                                          options={'freezing': True})
+    return model
 
 
 def list_models(repo: tp.Union[str, Path] = DEFAULT_REPO) -> tp.List[str]:

@@ -1,6 +1,7 @@
 """Unit tests of the pieces the solver is made of: metrics, losses, augment, apply, states."""
 import errno
 import os
+import typing as tp
 
 import pytest
 import torch
@@ -80,15 +81,63 @@ class Gains(torch.nn.Module):
         return mix[:, None] * self.gains[None, :, None, None]
 
 
+@pytest.mark.parametrize('chunking', ['fade', 'demucs'])
 @pytest.mark.parametrize('shifts', [0, 2])
-def test_apply_overlap_add_is_exact_for_linear_models(shifts):
+def test_apply_overlap_add_is_exact_for_linear_models(shifts, chunking):
     model = Gains()
     mix = torch.randn(2, 1234)
-    out = apply_model(model, mix, overlap=0.25, shifts=shifts,
+    out = apply_model(model, mix, overlap=0.25, shifts=shifts, chunking=chunking,
                       generator=torch.Generator().manual_seed(0))
     assert out.shape == (4, 2, 1234)
     assert torch.allclose(out, mix[None] * model.gains[:, None, None], atol=1e-5)
     assert max(model.lengths) == 100  # chunks of the model's segment, never the whole song
+    with pytest.raises(ValueError, match="Unknown chunking 'x'"):
+        apply_model(model, mix, chunking='x')
+
+
+class ChunkSum(torch.nn.Module):
+    """Every output frame is the sum of the chunk it was given: shows the chunks and padding."""
+    samplerate = 10
+    segment = 0.4                      # 4 frames
+    audio_channels = 1
+
+    def __init__(self, valid: tp.Optional[int] = None):
+        super().__init__()
+        if valid is not None:
+            self.valid_length = lambda length: valid
+
+    def forward(self, mix):
+        return mix.sum(-1, keepdim=True).expand_as(mix)[:, None]
+
+
+def test_demucs_chunking_by_hand():
+    """demucs' chunking on 10 frames, segment 4, overlap 0.5: chunks at 0, 2, 4, 6 and 8
+    (2 frames), triangle window [.5, 1, 1, .5] (its first 2 values on the last chunk)."""
+    ones = torch.ones(1, 10)
+    out = apply_model(ChunkSum(), ones, overlap=0.5, chunking='demucs')[0, 0]
+    # frame 8: chunk 6 (sum 4, weight 1) and chunk 8 (sum 2, weight .5); frame 9: .5 and 1
+    expected = torch.tensor([4.] * 8 + [(4 + 1) / 1.5, (2 + 2) / 1.5])
+    assert torch.allclose(out, expected)
+    # padded to valid_length 4, centred: the last chunk sees frames 7..10 (10 is a zero)
+    out = apply_model(ChunkSum(valid=4), ones, overlap=0.5, chunking='demucs')[0, 0]
+    expected = torch.tensor([4.] * 8 + [(4 + .5 * 3) / 1.5, (.5 * 4 + 3) / 1.5])
+    assert torch.allclose(out, expected)
+    # ours: chunks at 0, 2, 4 and 6, all of real audio
+    assert torch.allclose(apply_model(ChunkSum(), ones, overlap=0.5)[0, 0], torch.full((10,), 4.))
+
+
+def test_compiled_model_gives_the_same_output():
+    from separator.models.hdemucs import HDemucs
+    from separator.pretrained import compile_model
+    torch.manual_seed(0)
+    model = HDemucs(['drums', 'bass', 'other', 'vocals'], channels=4, depth=3, nfft=256,
+                    dconv_depth=1, segment=0.5).eval()
+    mix = torch.randn(2, 44100) * 0.1
+    with torch.inference_mode():
+        expected = apply_model(model, mix)
+        forward = model.forward
+        assert compile_model(model) is model and model.forward is not forward
+        assert torch.allclose(apply_model(model, mix), expected, atol=1e-5)
 
 
 def test_ema_tracks_weights():

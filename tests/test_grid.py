@@ -60,35 +60,42 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
     assert len(set(sigs)) == 3, sigs
 
     grid([], cwd, env)   # submit
-    # Preempt the first XP once it has finished an epoch: Slurm requeues it, it resumes.
-    first = sigs[0]  # in grid order: not the DDP XP, which is last
-    path = xp_folder(cwd, first) / 'history.json'
-    deadline = time.time() + 180
-    while not (path.exists() and json.loads(path.read_text() or '[]')):
-        assert time.time() < deadline, "the first XP never finished an epoch"
-        time.sleep(0.2)
-    subprocess.run(['scontrol', 'requeue', job_id(cwd, first)], env=dict(os.environ, **env),
-                   check=True, capture_output=True)
+    # Interrupt the first two XPs (in grid order: not the DDP XP, which is last) once they
+    # have finished an epoch: the first is requeued by Slurm (preemption), the second gets
+    # the USR2 that Slurm sends before a time limit (submitit's --signal), on which submitit
+    # checkpoints and requeues it. Both resume.
+    first, second = sigs[:2]
+    for sig, command in [(first, ['scontrol', 'requeue']),
+                         (second, ['scancel', '--signal', 'USR2'])]:
+        path = xp_folder(cwd, sig) / 'history.json'
+        deadline = time.time() + 180
+        while not (path.exists() and json.loads(path.read_text() or '[]')):
+            assert time.time() < deadline, f"XP {sig} never finished an epoch"
+            time.sleep(0.2)
+        assert len(history(cwd, sig)) < 4, f"XP {sig} ended before it could be interrupted"
+        subprocess.run([*command, job_id(cwd, sig)], env=dict(os.environ, **env), check=True,
+                       capture_output=True)
     table = wait_done(cwd, env, timeout=300)
     for sig in set(sigs):
         assert len(history(cwd, sig)) == 4
         assert sig in table
     # Metrics are in the grid table (test nSDR of the last epoch).
     assert re.search(r'\d+\.\d\d', table)
-    log = (xp_folder(cwd, first) / 'train.log').read_text()
-    assert 'Resumed from' in log
+    for sig in (first, second):
+        assert 'Resumed from' in (xp_folder(cwd, sig) / 'train.log').read_text(), sig
     ddp = [sig for sig in set(sigs)
            if 'Distributed: rank 0 of 2' in (xp_folder(cwd, sig) / 'train.log').read_text()]
     assert len(ddp) == 1, "the gpus=2 XP did not run as 2 DDP tasks"
 
-    # The requeued XP ends as one never stopped: run it again here, uninterrupted.
+    # The interrupted XPs end as if never stopped: run them again here, uninterrupted.
     straight = tmp_path / 'straight'
     straight.mkdir()
     (straight / 'data').mkdir()
     os.symlink(tiny_data, straight / 'data' / 'synthetic_tiny')
-    argv = json.loads((xp_folder(cwd, first) / '.argv.json').read_text())
-    run_dora(['run', *argv], straight)
-    assert without_durations(history(straight, first)) == without_durations(history(cwd, first))
+    for sig in (first, second):
+        argv = json.loads((xp_folder(cwd, sig) / '.argv.json').read_text())
+        run_dora(['run', *argv], straight)
+        assert without_durations(history(straight, sig)) == without_durations(history(cwd, sig))
 
 
 def test_grid_advances_a_lineage_stage_by_stage(slurm_env, tmp_path):

@@ -11,8 +11,9 @@ import yaml
 
 from separator.apply import apply_model
 from separator.pretrained import BagOfModels, ModelLoadingError, apply_bag, get_model
-from separator.separate import get_parser
+from separator.separate import get_parser, separate_track
 from separator.states import atomic_save, load_model, safe_load
+from separator.track_io import read_track
 from separator.wiener import wiener_filter
 from tools import export
 
@@ -174,8 +175,8 @@ def test_separate_two_stems(tiny_xp, repo, tmp_path):
     mix = (0.1 * np.random.default_rng(1).standard_normal((44100, 2))).astype(np.float32)
     sf.write(tmp_path / 'song.wav', mix, 44100, subtype='FLOAT')
     result = separate(['-n', sig, '--repo', str(repo), '-o', 'out', '--two-stems', 'vocals',
-                       '--float32', '--clip-mode', 'none', '--shifts', '0', 'song.wav'],
-                      tmp_path)
+                       '--float32', '--clip-mode', 'none', '--shifts', '0',
+                       '--chunking', 'demucs', 'song.wav'], tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / 'out' / sig / 'song'
     assert sorted(p.name for p in folder.iterdir()) == ['no_vocals.wav', 'vocals.wav']
@@ -183,8 +184,11 @@ def test_separate_two_stems(tiny_xp, repo, tmp_path):
     rest, _ = sf.read(folder / 'no_vocals.wav', dtype='float32')
     assert np.allclose(vocals + rest, mix, atol=1e-6)
     with torch.inference_mode():
-        expected = apply_model(get_model(sig, repo), torch.from_numpy(mix.T.copy()))
+        model = get_model(sig, repo)
+        expected = apply_model(model, torch.from_numpy(mix.T.copy()), chunking='demucs')
+        fade = apply_model(model, torch.from_numpy(mix.T.copy()))
     assert np.allclose(vocals, expected[SOURCES.index('vocals')].numpy().T, atol=1e-5)
+    assert not np.allclose(vocals, fade[SOURCES.index('vocals')].numpy().T, atol=1e-5)
 
 
 def test_separate_midside_wiener(tiny_xp, repo, tmp_path):
@@ -203,3 +207,66 @@ def test_separate_midside_wiener(tiny_xp, repo, tmp_path):
     with torch.inference_mode():
         expected = wiener_filter(wav, apply_model(get_model(sig, repo), wav, midside=True), 1)
     assert np.allclose(stems, expected.numpy().transpose(0, 2, 1), atol=1e-5)
+
+
+def test_separate_streams_stems_in_every_format(tiny_xp, repo, tmp_path):
+    """The command writes its stems block by block: with shifts, the rescaled stems equal
+    `apply_model`'s estimates divided by their whole-stem peak, clamped ones are clamped,
+    and flac/int24/mp3 are written; no temporary file is left."""
+    _cwd, sig = tiny_xp
+    mix = (20 * np.random.default_rng(3).standard_normal((int(3.3 * 44100), 2))).astype(np.float32)
+    sf.write(tmp_path / 'loud.wav', mix, 44100, subtype='FLOAT')
+    wav = torch.from_numpy(mix.T.copy())
+    with torch.inference_mode():
+        expected = apply_model(get_model(sig, repo), wav, shifts=2,
+                               generator=torch.Generator().manual_seed(0)).numpy()
+    peaks = np.abs(expected).reshape(len(SOURCES), -1).max(1)
+    assert peaks.max() > 1, "the test needs stems past full scale"
+    runs = {'float': ['--float32'], 'flac': ['--flac', '--int24', '--clip-mode', 'clamp'],
+            'mp3': ['--mp3']}
+    for out, flags in runs.items():
+        result = separate(['--repo', str(repo), '-o', out, '--shifts', '2', *flags, 'loud.wav'],
+                          tmp_path)
+        assert result.returncode == 0, result.stderr
+        folder = tmp_path / out / sig / 'loud'
+        assert not [p for p in folder.iterdir() if p.name.startswith('.')]
+    for index, source in enumerate(SOURCES):
+        rescaled = expected[index] / max(1.01 * peaks[index], 1.)
+        got, _ = sf.read(tmp_path / 'float' / sig / 'loud' / f'{source}.wav', dtype='float32')
+        assert np.allclose(got.T, rescaled, atol=1e-6)
+        flac = tmp_path / 'flac' / sig / 'loud' / f'{source}.flac'
+        assert sf.info(str(flac)).subtype == 'PCM_24'
+        got, _ = sf.read(flac, dtype='float32')
+        assert np.allclose(got.T, np.clip(expected[index], -0.99, 0.99), atol=1e-6)
+        got, rate = read_track(tmp_path / 'mp3' / sig / 'loud' / f'{source}.mp3')
+        assert rate == 44100 and abs(got.shape[-1] - len(mix)) < 0.1 * 44100
+        assert np.abs(got).max() > 0.1 * np.abs(rescaled).max()
+
+
+class _FailingModel(torch.nn.Module):
+    """Two sources, identity-like; raises at its `fail_at`-th call."""
+    samplerate, segment, audio_channels, sources = 100, 1., 2, ['a', 'b']
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, mix):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError('model failed')
+        return torch.stack([mix, mix / 2], 1)
+
+
+def test_interrupted_separation_keeps_previous_stems(tmp_path):
+    sf.write(tmp_path / 'song.wav', np.full((1000, 2), 0.25, np.float32), 100, subtype='FLOAT')
+    folder = tmp_path / 'out'
+    args = get_parser().parse_args(['song.wav', '--shifts', '0', '--float32'])
+    written = separate_track(_FailingModel(fail_at=0), tmp_path / 'song.wav', folder, args)
+    assert np.allclose(sf.read(written[1])[0], 0.125)
+    sf.write(written[0], np.zeros((10, 2), np.float32), 100)     # a previous result
+    with pytest.raises(RuntimeError, match='model failed'):
+        separate_track(_FailingModel(fail_at=5), tmp_path / 'song.wav', folder, args)
+    assert sf.info(str(written[0])).frames == 10           # left as it was
+    assert sf.info(str(written[1])).frames == 1000
+    assert sorted(p.name for p in written[0].parent.iterdir()) == ['a.wav', 'b.wav']

@@ -1,0 +1,252 @@
+"""Songs in and stems out for the `separator` command, range by range.
+
+`open_track` gives a reader of the mixture: `read(start, end)` -> float32 [1, C, end - start]
+at the model's sample rate and channel count, zeros outside the song. A WAV, FLAC or AIFF file
+at the model's rate is read from disk range by range (memory does not grow with the song);
+other files (mp3, m4a... through ffmpeg, or another sample rate, resampled with julius) are
+decoded into memory first.
+
+`StemWriter` writes one stem block by block into a temporary file next to its target, renamed
+onto it by `close()`: an interrupted run leaves the previous file, never half of one. With
+`--clip-mode rescale` the stem's peak is only known at its end, so its blocks go to a float32
+temporary first and are rescaled into the final format at `close()`.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import typing as tp
+from pathlib import Path
+
+import julius
+import numpy as np
+import soundfile as sf
+import torch
+
+from .apply import padded_slice
+from .data.audio import AudioError, convert_channels
+
+Reader = tp.Callable[[int, int], torch.Tensor]
+STREAMED_FORMATS = ('WAV', 'WAVEX', 'RF64', 'W64', 'FLAC', 'AIFF', 'CAF')  # exact seeks
+COPY_FRAMES = 1 << 18                                                    # rescale pass block
+
+
+# ---------------------------------------------------------------- reading
+def _ffmpeg_read(path: Path) -> tp.Tuple[np.ndarray, int]:
+    """Decode the first audio stream of `path` with ffmpeg: float32 [C, T] and sample rate."""
+    probe = subprocess.run(
+        ['ffprobe', '-v', 'error', '-select_streams', 'a:0', '-show_entries',
+         'stream=sample_rate,channels', '-of', 'json', str(path)],
+        capture_output=True, text=True)
+    streams = json.loads(probe.stdout or '{}').get('streams') if probe.returncode == 0 else None
+    if not streams:
+        raise AudioError(probe.stderr.strip() or "no audio stream")
+    samplerate, channels = int(streams[0]['sample_rate']), int(streams[0]['channels'])
+    decode = subprocess.run(
+        ['ffmpeg', '-v', 'error', '-nostdin', '-i', str(path), '-map', '0:a:0',
+         '-f', 'f32le', '-acodec', 'pcm_f32le', '-'], capture_output=True)
+    if decode.returncode != 0:
+        raise AudioError(decode.stderr.decode(errors='replace').strip())
+    wav = np.frombuffer(decode.stdout, dtype=np.float32)
+    wav = wav[:len(wav) // channels * channels].reshape(-1, channels).T.copy()
+    return wav, samplerate
+
+
+def read_track(path: Path) -> tp.Tuple[np.ndarray, int]:
+    """Float32 [C, T] audio and sample rate of `path` (soundfile, else ffmpeg)."""
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file.")
+    try:
+        wav, samplerate = sf.read(str(path), dtype='float32', always_2d=True)
+        wav = wav.T.copy()
+    except Exception as sf_error:
+        if shutil.which('ffmpeg') is None or shutil.which('ffprobe') is None:
+            raise AudioError(f"Cannot read {path}: {sf_error}. For formats other than wav, "
+                             f"flac and ogg, install ffmpeg (`apt-get install ffmpeg`).") \
+                from sf_error
+        try:
+            wav, samplerate = _ffmpeg_read(path)
+        except (AudioError, ValueError, KeyError) as error:
+            raise AudioError(f"Cannot read {path}: the file is corrupt or not audio "
+                             f"(soundfile: {sf_error}; ffmpeg: {error}).") from error
+    if wav.shape[-1] == 0:
+        raise AudioError(f"{path} has no audio frames: the file is empty or truncated.")
+    return wav, samplerate
+
+
+def _channels_notice(path: Path, have: int, channels: int) -> None:
+    how = 'repeated' if have == 1 else ('averaged' if channels == 1 else f'first {channels} kept')
+    print(f"notice: {path}: {have} channel(s) converted to {channels} ({how}).",
+          file=sys.stderr)
+
+
+def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
+    """The track `path` as a float32 [channels, T] tensor at `samplerate`, with notices."""
+    wav, rate = read_track(path)
+    if wav.shape[0] != channels:
+        _channels_notice(path, wav.shape[0], channels)
+        wav = convert_channels(wav, channels)
+    mix = torch.from_numpy(np.ascontiguousarray(wav))
+    if rate != samplerate:
+        print(f"notice: {path}: resampled from {rate} Hz to {samplerate} Hz.", file=sys.stderr)
+        mix = julius.resample_frac(mix, rate, samplerate)
+    return mix
+
+
+def _file_reader(path: Path, handle: sf.SoundFile, channels: int) -> Reader:
+    frames = handle.frames
+
+    def read(start: int, end: int) -> torch.Tensor:
+        begin, stop = max(0, start), min(frames, end)
+        out = np.zeros((channels, end - start), dtype=np.float32)
+        if stop > begin:
+            handle.seek(begin)
+            data = handle.read(stop - begin, dtype='float32', always_2d=True)
+            if data.shape[0] != stop - begin:
+                raise AudioError(f"{path}: could read only {data.shape[0]} of the "
+                                 f"{stop - begin} frames from frame {begin}: the file is "
+                                 f"truncated or corrupt; re-encode or replace it.")
+            out[:, begin - start:stop - start] = convert_channels(data.T, channels)
+        return torch.from_numpy(out)[None]
+    return read
+
+
+def open_track(path: Path, samplerate: int, channels: int, stack: tp.Any
+               ) -> tp.Tuple[Reader, int]:
+    """A reader of the mixture of `path` (module docstring) and its length in frames.
+
+    An open file is closed by `stack` (a `contextlib.ExitStack`)."""
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception:
+        handle = None
+    if handle is not None and handle.format in STREAMED_FORMATS \
+            and handle.samplerate == samplerate and handle.frames > 0:
+        stack.enter_context(handle)
+        if handle.channels != channels:
+            _channels_notice(path, handle.channels, channels)
+        return _file_reader(path, handle, channels), handle.frames
+    if handle is not None:
+        handle.close()
+    mix = load_mix(path, samplerate, channels)[None]
+    return (lambda start, end: padded_slice(mix, start, end)), mix.shape[-1]
+
+
+# ---------------------------------------------------------------- writing
+def _temporary(path: Path, suffix: str = '.tmp') -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+class _Mp3Sink:
+    """Float32 frames piped into ffmpeg's mp3 encoder."""
+
+    def __init__(self, path: Path, samplerate: int, channels: int, bitrate: int):
+        self.path = path
+        self.errors = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            ['ffmpeg', '-v', 'error', '-nostdin', '-y', '-f', 'f32le', '-ar', str(samplerate),
+             '-ac', str(channels), '-i', '-', '-codec:a', 'libmp3lame', '-b:a', f'{bitrate}k',
+             '-f', 'mp3', str(path)], stdin=subprocess.PIPE, stderr=self.errors)
+
+    def write(self, frames: np.ndarray) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(np.ascontiguousarray(frames, dtype=np.float32).tobytes())
+        except BrokenPipeError:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+        code = self.process.wait()
+        self.errors.seek(0)
+        message = self.errors.read().decode(errors='replace').strip()
+        self.errors.close()
+        if code != 0:
+            raise OSError(f"ffmpeg could not encode {self.path}: {message}")
+
+
+def _open_sink(path: Path, samplerate: int, channels: int, args: argparse.Namespace
+               ) -> tp.Any:
+    """Something with write(frames [n, C]) and close(): the output format of `args`."""
+    if args.mp3:
+        return _Mp3Sink(path, samplerate, channels, args.mp3_bitrate)
+    subtype = 'FLOAT' if args.float32 else 'PCM_24' if args.int24 else 'PCM_16'
+    return sf.SoundFile(str(path), 'w', samplerate, channels, subtype=subtype,
+                        format='FLAC' if args.flac else 'WAV')
+
+
+class StemWriter:
+    """One stem, written block by block, atomically (module docstring)."""
+
+    def __init__(self, path: Path, samplerate: int, channels: int, args: argparse.Namespace):
+        self.path, self.samplerate, self.channels, self.args = path, samplerate, channels, args
+        self.mode = args.clip_mode
+        self.peak = 0.
+        self.tmp = _temporary(path)
+        self.raw: tp.Optional[Path] = None
+        try:
+            if self.mode == 'rescale':
+                self.raw = _temporary(path, '.raw.wav')
+                self.sink = sf.SoundFile(str(self.raw), 'w', samplerate, channels,
+                                         subtype='FLOAT', format='WAV')
+            else:
+                self.sink = _open_sink(self.tmp, samplerate, channels, args)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, wav: torch.Tensor) -> None:
+        """Append [C, n] frames."""
+        if self.mode == 'rescale':
+            self.peak = max(self.peak, float(wav.abs().max()) if wav.numel() else 0.)
+        elif self.mode == 'clamp':
+            wav = wav.clamp(-0.99, 0.99)
+        self.sink.write(wav.t().contiguous().numpy())
+
+    def close(self) -> None:
+        """Finish the file and move it onto its target."""
+        try:
+            self.sink.close()
+            if self.raw is not None:
+                self._rescale()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        if self.raw is not None:
+            self.raw.unlink(missing_ok=True)
+
+    def _rescale(self) -> None:
+        """Copy the float32 temporary into the final format, divided by the stem's peak."""
+        assert self.raw is not None
+        scale = max(1.01 * self.peak, 1.)
+        self.sink = _open_sink(self.tmp, self.samplerate, self.channels, self.args)
+        with sf.SoundFile(str(self.raw)) as raw:
+            while True:
+                frames = raw.read(COPY_FRAMES, dtype='float32', always_2d=True)
+                if not len(frames):
+                    break
+                self.sink.write((torch.from_numpy(frames) / scale).numpy())
+        self.sink.close()
+
+    def abort(self) -> None:
+        """Remove the temporaries; the target is left as it was."""
+        sink = getattr(self, 'sink', None)
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:
+                pass
+        for path in (self.tmp, self.raw):
+            if path is not None:
+                path.unlink(missing_ok=True)
