@@ -144,9 +144,12 @@ def test_submitit_preemption_requeues(slurm_env, tmp_path):
         # What submitit's own job._interrupt() does to mimic a preemption.
         slurm(slurm_env, 'scancel', '--signal', 'SIGTERM', job.job_id)
         slurm(slurm_env, 'scancel', '--signal', 'USR2', job.job_id)
-        wait_for(job.done, 60, f'requeued submitit job {job.job_id} done', interval=1)
+        # Wait for Slurm's end, not for submitit's result file: the `scontrol requeue` that
+        # submitit runs can be killed (SIGTERM) by the very requeue it asked for before it
+        # returns; the first run then writes a failure, which the second run's result replaces.
+        wait_for(lambda: job.get_info(mode='force').get('State') == 'COMPLETED', 90,
+                 f'submitit job {job.job_id} COMPLETED in sacct', interval=1)
+        wait_for(job.done, 30, f'requeued submitit job {job.job_id} done', interval=1)
         assert job.result() == '1'  # the second run (one restart) returned
-        wait_for(lambda: job.get_info(mode='force').get('State') == 'COMPLETED', 30,
-                 f'submitit job {job.job_id} COMPLETED in sacct')
     history = slurm(slurm_env, 'sacct', '-j', job.job_id, '-X', '-D', '-n', '-P', '-o', 'State')
     assert history.split() == ['REQUEUED', 'COMPLETED']
