@@ -25,8 +25,13 @@ REQUIRED = [
     'pedalboard==0.9.26',
 ]
 
+# `python -m tools.export --onnx`: the exporter needs onnx and onnxscript; onnxruntime checks
+# the graph against PyTorch. Optional for users, installed by `make install` for the tests.
+ONNX = ['onnx==1.23.2', 'onnxscript==0.7.2', 'onnxruntime==1.32.0']
+
 EXTRAS = {
-    'dev': ['pytest>=8.0'],
+    'onnx': ONNX,
+    'dev': ['pytest>=8.0'] + ONNX,
 }
 
 setup(

@@ -112,9 +112,25 @@ def padded_slice(tensor: torch.Tensor, start: int, end: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor[..., begin:stop], (begin - start, end - stop))
 
 
+def slice_reader(tensor: torch.Tensor) -> Reader:
+    """The reader of a tensor held in memory (zeros outside it)."""
+    return lambda start, end: padded_slice(tensor, start, end)
+
+
 def tensor_reader(*tensors: torch.Tensor) -> tp.Callable[[int, int], tp.List[torch.Tensor]]:
     """A reader of several same-length tensors at once (zeros outside them)."""
     return lambda start, end: [padded_slice(x, start, end) for x in tensors]
+
+
+def batch_groups(chunks: tp.Sequence[Chunk], batch_size: int) -> tp.List[tp.List[Chunk]]:
+    """The chunks of each forward call: up to `batch_size` consecutive chunks of one size."""
+    groups: tp.List[tp.List[Chunk]] = []
+    for chunk in chunks:
+        if groups and len(groups[-1]) < batch_size and groups[-1][0].size == chunk.size:
+            groups[-1].append(chunk)
+        else:
+            groups.append([chunk])
+    return groups
 
 
 def stream_chunks(function: tp.Callable[..., torch.Tensor],
@@ -133,11 +149,7 @@ def stream_chunks(function: tp.Callable[..., torch.Tensor],
     acc = weight = None
     base = 0                                  # output frame of acc[..., 0]
     index = 0
-    while index < len(chunks):
-        group = [chunks[index]]
-        while (len(group) < batch_size and index + len(group) < len(chunks)
-               and chunks[index + len(group)].size == group[0].size):
-            group.append(chunks[index + len(group)])
+    for group in batch_groups(chunks, batch_size):
         index += len(group)
         parts = [read(chunk.start, chunk.start + chunk.size) for chunk in group]
         batch = parts[0][0].shape[0]
@@ -258,6 +270,31 @@ def _sum(blocks: tp.List[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def plan_chunks(model: torch.nn.Module, length: int, segment: tp.Optional[float],
+                overlap: float, chunking: str) -> tp.Tuple[tp.List[Chunk], torch.Tensor]:
+    """The chunks and window `stream_model` cuts a `length`-frame input into."""
+    frames = int((segment if segment is not None else model.segment) * model.samplerate)
+    if chunking == 'demucs':
+        return demucs_chunks(model, length, frames, overlap, explicit_segment=segment is not None)
+    return fade_chunks(length, frames, overlap)
+
+
+def count_calls(model: torch.nn.Module, length: int, segment: tp.Optional[float] = None,
+                overlap: float = 0.25, shifts: int = 0, split: bool = True,
+                batch_size: int = 1, chunking: str = 'fade') -> int:
+    """The forward calls `stream_model` makes on a `length`-frame input (a progress bar's
+    total). With shifts and the demucs chunking, an upper bound: each shifted signal is cut
+    where the song ends, so its length depends on the shift drawn."""
+    if shifts > 0:
+        longest = length + int(0.5 * model.samplerate)
+        return shifts * count_calls(model, longest, segment, overlap, 0, split, batch_size,
+                                    chunking)
+    if not split:
+        return 1
+    chunks, _ = plan_chunks(model, length, segment, overlap, chunking)
+    return len(batch_groups(chunks, batch_size))
+
+
 def stream_model(model: torch.nn.Module, read: Reader, length: int,
                  segment: tp.Optional[float] = None, overlap: float = 0.25, shifts: int = 0,
                  split: bool = True, batch_size: int = 1,
@@ -294,12 +331,7 @@ def stream_model(model: torch.nn.Module, read: Reader, length: int,
         return merge(streams, delays, length, lambda blocks: _sum(blocks) / shifts)
     if not split:
         return iter([(0, model(read(0, length)))])
-    frames = int((segment if segment is not None else model.segment) * samplerate)
-    if chunking == 'demucs':
-        chunks, window = demucs_chunks(model, length, frames, overlap,
-                                       explicit_segment=segment is not None)
-    else:
-        chunks, window = fade_chunks(length, frames, overlap)
+    chunks, window = plan_chunks(model, length, segment, overlap, chunking)
     return stream_chunks(model, lambda start, end: [read(start, end)], length, chunks, window,
                          batch_size)
 
@@ -336,9 +368,8 @@ def apply_model(model: torch.nn.Module, mix: torch.Tensor, segment: tp.Optional[
     squeeze = mix.dim() == 2
     if squeeze:
         mix = mix[None]
-    stream = stream_model(model, lambda start, end: padded_slice(mix, start, end),
-                          mix.shape[-1], segment=segment, overlap=overlap, shifts=shifts,
-                          split=split, batch_size=batch_size, generator=generator,
-                          midside=midside, chunking=chunking)
+    stream = stream_model(model, slice_reader(mix), mix.shape[-1], segment=segment,
+                          overlap=overlap, shifts=shifts, split=split, batch_size=batch_size,
+                          generator=generator, midside=midside, chunking=chunking)
     out = collect(stream, mix.shape[-1])
     return out[0] if squeeze else out

@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch import nn
 
-from .apply import Block, Reader, apply_model, collect, merge, padded_slice, stream_model
+from .apply import Block, Reader, apply_model, collect, merge, slice_reader, stream_model
 from .states import checkpoint_weights, load_model, read_xp_checkpoint
 
 DEFAULT_REPO = Path('release_models')
@@ -123,7 +123,7 @@ def apply_bag(model: nn.Module, mix: torch.Tensor, **kwargs: tp.Any) -> torch.Te
         return apply_model(model, mix, **kwargs)
     squeeze = mix.dim() == 2
     batched = mix[None] if squeeze else mix
-    out = collect(stream_bag(model, lambda start, end: padded_slice(batched, start, end),
+    out = collect(stream_bag(model, slice_reader(batched),
                              batched.shape[-1], **kwargs), batched.shape[-1])
     return out[0] if squeeze else out
 

@@ -15,7 +15,6 @@ Wiener filter on the estimates, `wiener.wiener_filter`).
 """
 import argparse
 import contextlib
-import math
 import shutil
 import sys
 import typing as tp
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 import tqdm
 
-from .apply import CHUNKINGS, chunk_offsets
+from .apply import CHUNKINGS, count_calls
 from .data.audio import AudioError
 from .pretrained import (DEFAULT_REPO, BagOfModels, ModelLoadingError, apply_bag,
                          compile_model, get_model, list_models, stream_bag)
@@ -49,22 +48,6 @@ class _Progress(torch.nn.Module):
         out = self.model(mix)
         self.bar.update(1)
         return out
-
-
-def _expected_calls(model: torch.nn.Module, length: int, args: argparse.Namespace) -> int:
-    """Forward calls `apply_model` makes on a mixture of `length` frames (for the bar)."""
-    if args.shifts > 0:
-        length += int(0.5 * model.samplerate)
-    segment = int((args.segment or model.segment) * model.samplerate)
-    if args.no_split or length <= segment:
-        calls = 1
-    elif args.chunking == 'demucs':   # chunks start inside the song; partial ones alone
-        calls = math.ceil(math.ceil(length / max(1, int((1 - args.overlap) * segment)))
-                          / args.batch_size) + 1
-    else:
-        chunks = len(chunk_offsets(length, segment, args.overlap))
-        calls = math.ceil(chunks / args.batch_size)
-    return calls * max(1, args.shifts)
 
 
 # ---------------------------------------------------------------- main
@@ -195,7 +178,9 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
         # Mid/side needs the stereo track, also for a mono model (whose stems are then stereo).
         read, length = open_track(path, model.samplerate,
                                   2 if args.midside else model.audio_channels, stack)
-        total = sum(_expected_calls(sub, length, args) for sub in models)
+        total = sum(count_calls(sub, length, args.segment, args.overlap, args.shifts,
+                                 not args.no_split, args.batch_size, args.chunking)
+                    for sub in models)
         bar = stack.enter_context(tqdm.tqdm(total=total, desc=path.name, unit='chunk',
                                             file=sys.stderr, leave=False, dynamic_ncols=True))
         # Each model advances the bar; a bag gets its models wrapped for the time of the call.

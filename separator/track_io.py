@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .apply import padded_slice
+from .apply import slice_reader
 from .data.audio import AudioError, convert_channels
 
 Reader = tp.Callable[[int, int], torch.Tensor]
@@ -132,7 +132,7 @@ def open_track(path: Path, samplerate: int, channels: int, stack: tp.Any
     if handle is not None:
         handle.close()
     mix = load_mix(path, samplerate, channels)[None]
-    return (lambda start, end: padded_slice(mix, start, end)), mix.shape[-1]
+    return slice_reader(mix), mix.shape[-1]
 
 
 # ---------------------------------------------------------------- writing

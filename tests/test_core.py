@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from separator import augment, states
-from separator.apply import apply_model
+from separator.apply import apply_model, count_calls
 from separator.ema import ModelEMA
 from separator.losses import source_losses, weighted_loss
 from separator.metrics import nsdr, trivial_estimates
@@ -93,6 +93,23 @@ def test_apply_overlap_add_is_exact_for_linear_models(shifts, chunking):
     assert max(model.lengths) == 100  # chunks of the model's segment, never the whole song
     with pytest.raises(ValueError, match="Unknown chunking 'x'"):
         apply_model(model, mix, chunking='x')
+
+
+@pytest.mark.parametrize('chunking', ['fade', 'demucs'])
+def test_count_calls_is_the_number_of_forward_calls(chunking):
+    """count_calls (the progress bar's total): exact without shifts, an upper bound with."""
+    for length, batch_size, overlap in [(50, 1, .25), (1234, 1, .25), (1234, 3, .5), (100, 2, .25)]:
+        model = Gains()
+        apply_model(model, torch.randn(2, length), overlap=overlap, batch_size=batch_size,
+                    chunking=chunking)
+        assert len(model.lengths) == count_calls(model, length, overlap=overlap,
+                                                 batch_size=batch_size, chunking=chunking)
+    model = Gains()
+    apply_model(model, torch.randn(2, 1234), shifts=2, chunking=chunking,
+                generator=torch.Generator().manual_seed(0))
+    bound = count_calls(model, 1234, shifts=2, chunking=chunking)
+    assert len(model.lengths) <= bound and (chunking == 'demucs' or len(model.lengths) == bound)
+    assert count_calls(model, 1234, split=False) == 1
 
 
 class ChunkSum(torch.nn.Module):

@@ -105,6 +105,15 @@ def test_package_round_trip(tmp_path):
         assert torch.equal(model(mix), loaded(mix))
 
 
+def test_onnx_export_magnitude_model(tmp_path):
+    """HTDemucs (the transformer, and the magnitude path with the mixture's phase) in ONNX."""
+    from tools.export import export_onnx
+    torch.manual_seed(0)
+    model = tiny(cac=False, segment=0.25)
+    difference = export_onnx(serialize_model(model), tmp_path / 'model.onnx')
+    assert difference < 1e-4 and (tmp_path / 'model.onnx').exists()
+
+
 def test_invalid_hyperparams_name_the_fix():
     assert max_freq_depth(4096, 8, 4) == 4 and max_freq_depth(1024, 8, 4) == 3
     with pytest.raises(ValueError, match=r'depth<=3, or nfft>=2048'):

@@ -72,19 +72,47 @@ def test_export_half(tiny_xp, repo, capsys):
     assert (a - b).norm() < 1e-2 * b.norm()
 
 
-def test_export_torchscript(tiny_xp, repo, capsys):
+def export_format(tiny_xp, capsys, flag: str, suffix: str) -> tp.Tuple[Path, float]:
+    """Export the tiny XP with `flag`; the file written and the difference printed."""
     cwd, sig = tiny_xp
-    assert export.main([sig, '--torchscript', '--xps', str(cwd / 'outputs' / 'xps'),
-                        '-o', str(cwd / 'ts')]) == 0
+    assert export.main([sig, flag, '--xps', str(cwd / 'outputs' / 'xps'),
+                        '-o', str(cwd / suffix)]) == 0
     difference = float(capsys.readouterr().out.split('max abs difference with PyTorch ')[1]
                        .split()[0])
+    return cwd / suffix / f'{sig}.{suffix}', difference
+
+
+def test_export_torchscript(tiny_xp, repo, capsys):
+    path, difference = export_format(tiny_xp, capsys, '--torchscript', 'ts')
     assert difference < 1e-5
-    traced = torch.jit.load(str(cwd / 'ts' / f'{sig}.ts'))
+    traced = torch.jit.load(str(path))
+    sig = tiny_xp[1]
     model = get_model(sig, repo)
     mix = 0.1 * torch.randn(3, 2, int(model.segment * model.samplerate),
                             generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         assert torch.allclose(traced(mix), model(mix), atol=1e-5)
+
+
+def test_export_onnx(tiny_xp, repo, capsys):
+    """The whole hybrid model (STFT and inverse included) in one ONNX graph, any batch."""
+    import onnx
+    import onnxruntime
+    path, difference = export_format(tiny_xp, capsys, '--onnx', 'onnx')
+    assert difference < 1e-4
+    sig = tiny_xp[1]
+    model = get_model(sig, repo)
+    metadata = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    assert metadata['sources'].split(',') == list(model.sources)
+    assert float(metadata['segment']) == model.segment and metadata['sig'] == sig
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    for batch in (1, 5):
+        mix = 0.1 * torch.randn(batch, 2, int(model.segment * model.samplerate),
+                                generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            expected = model(mix)
+        assert torch.allclose(torch.from_numpy(session.run(None, {'mix': mix.numpy()})[0]),
+                              expected, atol=1e-4)
 
 
 def test_export_errors(tiny_xp, capsys):

@@ -1,7 +1,7 @@
 """Export trained XPs as self-contained model packages.
 
     python -m tools.export SIG [SIG ...] [-o release_models] [--half | --quantize diffq]
-        [--torchscript] [--xps outputs/xps]
+        [--torchscript] [--onnx] [--xps outputs/xps]
 
 Writes `OUT/SIG.th` for each XP: the model class, its constructor arguments, the weights of
 the best state (the last weights if there is none), the XP signature and its final test
@@ -12,11 +12,14 @@ float32. With `--quantize diffq` (XPs trained with `quant.diffq` only) they are 
 bit-packed quantized weights, the ones the XP's validation and test ran with, as in Demucs'
 release models; they too are loaded back as float32. Without it, an XP trained with DiffQ
 is exported with its float weights. With `--torchscript`, also `OUT/SIG.ts`: the model traced
-for inputs of its segment length (`torch.jit.load`), checked against PyTorch (the max abs
-difference is printed); ONNX is not offered (complex spectrograms, see `export_torchscript`).
+for inputs of its segment length (`torch.jit.load`); with `--onnx`, also `OUT/SIG.onnx`
+(`export_onnx`); each is checked against PyTorch (the max abs difference is printed).
 """
 import argparse
+import contextlib
+import importlib.util
 import io
+import logging
 import sys
 import typing as tp
 from pathlib import Path
@@ -122,8 +125,7 @@ def export_torchscript(package: dict, target: Path) -> float:
 
     Tracing, not scripting: the STFT and U-Net code is plain Python. A traced model takes
     inputs of exactly `segment` seconds, the chunks of chunked inference (`apply_model`
-    cuts a song into such chunks; pad a shorter song). ONNX is not offered: the hybrid models
-    compute complex spectrograms, which ONNX cannot represent.
+    cuts a song into such chunks; pad a shorter song).
     """
     model = load_model(package).float().eval()
     length = int(model.segment * model.samplerate)
@@ -141,6 +143,59 @@ def export_torchscript(package: dict, target: Path) -> float:
     return difference
 
 
+ONNX_PACKAGES = ('onnx', 'onnxscript', 'onnxruntime')
+
+
+def export_onnx(package: dict, target: Path) -> float:
+    """Export the model of `package` to ONNX in `target`; return the max abs difference
+    between onnxruntime and PyTorch on a batch of 3 inputs.
+
+    `torch.onnx.export` (the torch.export-based exporter, opset 18): the input is `mix`
+    [batch, channels, segment * samplerate], any batch, the segment fixed as for TorchScript;
+    the output `sources` [batch, sources, channels, time]. The STFT becomes ONNX's STFT op
+    and the inverse STFT an inverse DFT and an overlap-add (`models.spec`), so the whole
+    hybrid model is in the graph. The graph's metadata gives what a runtime needs to cut
+    songs into chunks: sources, samplerate, segment, audio_channels, and the XP signature.
+    """
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"--onnx needs the packages {', '.join(ONNX_PACKAGES)} ("
+                          f"{', '.join(missing)} missing): pip install -e '.[onnx]'.")
+    import onnx
+    import onnxruntime
+
+    model = load_model(package).float().eval()
+    length = int(model.segment * model.samplerate)
+    generator = torch.Generator().manual_seed(0)
+    # a batch of 2 in the example: torch.export would specialise a dimension of size 1
+    example = torch.randn(2, model.audio_channels, length, generator=generator)
+    check = torch.randn(3, model.audio_channels, length, generator=generator)
+    batch = torch.export.Dim('batch', min=1, max=1024)
+    quiet = logging.getLogger('torch.onnx')
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)             # "torchvision is not installed" and such
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(model, (example,), input_names=['mix'],
+                                        output_names=['sources'], opset_version=18,
+                                        dynamic_shapes=({0: batch},), dynamo=True)
+    except Exception as error:      # the exporter fails in many ways: name the model
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: "
+                          f"{str(error).splitlines()[0]}") from error
+    finally:
+        quiet.setLevel(level)
+    proto = program.model_proto
+    metadata = {'sources': ','.join(model.sources), 'samplerate': model.samplerate,
+                'segment': model.segment, 'audio_channels': model.audio_channels,
+                'sig': package.get('sig') or ''}
+    onnx.helper.set_model_props(proto, {key: str(value) for key, value in metadata.items()})
+    atomic_save(proto, target, save=lambda proto, fout: fout.write(proto.SerializeToString()))
+    session = onnxruntime.InferenceSession(str(target), providers=['CPUExecutionProvider'])
+    output, = session.run(None, {'mix': check.numpy()})
+    with torch.no_grad():
+        return (torch.from_numpy(output) - model(check)).abs().max().item()
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m tools.export',
@@ -156,6 +211,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--torchscript', action='store_true',
                         help="also write OUT/SIG.ts, the model traced with TorchScript for "
                              "inputs of its segment length, checked against PyTorch")
+    parser.add_argument('--onnx', action='store_true',
+                        help="also write OUT/SIG.onnx for inputs of its segment length (any "
+                             "batch), checked against PyTorch with onnxruntime")
     parser.add_argument('--xps', type=Path, default=DEFAULT_XPS,
                         help="folder of the XPs (default: %(default)s)")
     return parser
@@ -175,6 +233,11 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                 script = target.with_suffix('.ts')
                 difference = export_torchscript(package, script)
                 print(f"TorchScript of XP {sig} in {script}: max abs difference with PyTorch "
+                      f"{difference:.2e}")
+            if args.onnx:
+                graph = target.with_suffix('.onnx')
+                difference = export_onnx(package, graph)
+                print(f"ONNX of XP {sig} in {graph}: max abs difference with PyTorch "
                       f"{difference:.2e}")
         except (ExportError, OSError) as error:
             print(f"export: error: {error}", file=sys.stderr)

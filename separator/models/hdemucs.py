@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..states import capture_init
-from .spec import channels_to_complex, complex_to_channels, ispectro, spectro
+from .spec import channels_to_complex, complex_to_channels, ispectro, spectro, with_phase_of
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,7 +146,8 @@ def aligned_ispectro(z: torch.Tensor, nfft: int, length: int) -> torch.Tensor:
     """Inverse of `aligned_spectro`: `[*, nfft // 2, frames]` -> `[*, length]`."""
     hop = nfft // 4
     pad = 3 * hop // 2
-    z = F.pad(z, (2, 2, 0, 1))  # frames trimmed in `aligned_spectro`, and the Nyquist bin
+    # frames trimmed in `aligned_spectro`, and the Nyquist bin (padded as real pairs: ONNX)
+    z = torch.view_as_complex(F.pad(torch.view_as_real(z), (0, 0, 2, 2, 0, 1)))
     x = ispectro(z, hop, length=length + 2 * pad)
     return x[..., pad:pad + length]
 
@@ -589,7 +590,7 @@ class HDemucs(nn.Module):
         if self.cac:
             zout = channels_to_complex(xf)
         else:  # estimated magnitude with the phase of the mixture
-            zout = z[:, None] / (1e-8 + z.abs()[:, None]) * xf
+            zout = with_phase_of(z, xf)
         out = self._ispec(zout, padded)
         out = out + xt.view(B, S, C, padded) * std_t[:, None] + mean_t[:, None]
         return out[..., :length]

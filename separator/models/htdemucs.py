@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from ..states import capture_init
 from .hdemucs import (DecLayer, EncLayer, FreqEmbedding, aligned_ispectro, aligned_spectro,
                       check_kernel_stride, rescale_module)
-from .spec import channels_to_complex, complex_to_channels
+from .spec import channels_to_complex, complex_to_channels, with_phase_of
 from .transformer import CrossDomainTransformer
 
 
@@ -287,7 +287,7 @@ class HTDemucs(nn.Module):
         if self.cac:
             zout = channels_to_complex(xf)
         else:  # estimated magnitude with the phase of the mixture
-            zout = z[:, None] / (1e-8 + z.abs()[:, None]) * xf
+            zout = with_phase_of(z, xf)
         out = aligned_ispectro(zout, self.nfft, padded)
         out = out + xt.view(B, S, C, padded) * std_t[:, None] + mean_t[:, None]
         return out[..., :length]

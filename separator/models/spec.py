@@ -8,6 +8,7 @@ Leading dimensions are arbitrary: `[*, T] -> [*, n_fft // 2 + 1, frames]` and ba
 import typing as tp
 
 import torch
+from torch.nn import functional as F
 
 
 def spectro(x: torch.Tensor, n_fft: int = 4096,
@@ -39,9 +40,39 @@ def ispectro(z: torch.Tensor, hop_length: tp.Optional[int] = None,
     z = z.reshape(-1, freqs, frames)
     window = torch.hann_window(n_fft, device=z.device, dtype=z.real.dtype)
     with torch.autocast(z.device.type, enabled=False):
-        x = torch.istft(z, n_fft, hop_length, window=window, win_length=n_fft,
-                        normalized=True, center=True, length=length)
+        if torch.compiler.is_exporting():   # torch.onnx.export: torch.istft does not export
+            x = _istft_overlap_add(z, window, hop_length, length)
+        else:
+            x = torch.istft(z, n_fft, hop_length, window=window, win_length=n_fft,
+                            normalized=True, center=True, length=length)
     return x.view(*other, x.shape[-1])
+
+
+def _overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """`[N, n_fft, T]` frames, frame k starting at sample k * hop -> `[N, (T - 1) * hop +
+    n_fft]` summed signal; `n_fft` a multiple of `hop_length`. Shifted pads and sums only."""
+    N, n_fft, T = frames.shape
+    ratio = n_fft // hop_length
+    parts = frames.reshape(N, ratio, hop_length, T)
+    out = sum(F.pad(parts[:, k], (k, ratio - 1 - k)) for k in range(ratio))
+    return out.transpose(1, 2).reshape(N, -1)
+
+
+def _istft_overlap_add(z: torch.Tensor, window: torch.Tensor, hop_length: int,
+                       length: tp.Optional[int]) -> torch.Tensor:
+    """`torch.istft(z, ..., normalized=True, center=True)` written with an inverse real FFT
+    and `_overlap_add`, ops that `torch.onnx.export` translates (its own decomposition of
+    `istft` gives an ONNX graph onnxruntime rejects). Same output to ~1e-6."""
+    n_fft = window.shape[0]
+    if n_fft % hop_length:
+        raise ValueError(f"n_fft {n_fft} must be a multiple of hop_length {hop_length}.")
+    frames = torch.fft.irfft(z, n=n_fft, dim=-2) * (n_fft ** 0.5 * window[:, None])
+    signal = _overlap_add(frames, hop_length)
+    envelope = _overlap_add(window.pow(2)[None, :, None].expand(1, n_fft, z.shape[-1]),
+                            hop_length)
+    start = n_fft // 2
+    stop = start + length if length is not None else signal.shape[-1] - start
+    return signal[:, start:stop] / envelope[:, start:stop].clamp_min(1e-11)
 
 
 def complex_to_channels(z: torch.Tensor) -> torch.Tensor:
@@ -61,3 +92,11 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     x = x.float().reshape(*other, C2 // 2, 2, Fr, T)  # no complex bfloat16 or float16
     x = x.movedim(-3, -1).contiguous()
     return torch.view_as_complex(x)
+
+
+def with_phase_of(z: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Complex spectrograms of magnitude `magnitude` `[B, S, C, F, T]` and the phase of `z`
+    `[B, C, F, T]` (the mixture's, for models that estimate magnitudes). Computed on real
+    (re, im) pairs so that `torch.onnx.export` translates it."""
+    unit = torch.view_as_real(z) / (1e-8 + z.abs())[..., None]
+    return torch.view_as_complex((unit[:, None] * magnitude[..., None]).contiguous())
