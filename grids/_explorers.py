@@ -27,7 +27,8 @@ class SeparatorExplorer(Explorer):
             if 'filter' in metrics:
                 entry = metrics['filter']
                 out['filter'] = {'kept': f"{entry['kept']}/{entry['stems']}",
-                                 'f1': entry.get('f1')}
+                                 'f1': entry.get('f1'),
+                                 'f1_usable': entry.get('f1_usable')}
                 out['train'] = {}
                 continue
             out['train'].update(loss=metrics['train'].get('loss'))
@@ -40,11 +41,12 @@ class SeparatorExplorer(Explorer):
 
 class LineageExplorer(SeparatorExplorer):
     """For lineages (grids/sdx23*.py): also what each filter stage kept, and its F1 against
-    the injected ground truth."""
+    the injected ground truth (clean stems; usable stems, see `filtering.evaluate`)."""
 
     def get_grid_metrics(self) -> tp.List[tp.Any]:
         return super().get_grid_metrics() + [
-            tt.group('filter', [tt.leaf('kept'), tt.leaf('f1', '.3f')], align='>')]
+            tt.group('filter', [tt.leaf('kept'), tt.leaf('f1', '.3f'),
+                                tt.leaf('f1_usable', '.3f')], align='>')]
 
 
 def lineage_explorer(lineage: tp.Any) -> LineageExplorer:

@@ -68,6 +68,7 @@ def run_filter(cfg: tp.Any, xp: tp.Any) -> dict:
         metrics = evaluate(result.decisions(), load_manifest(noisy))
         logger.info("Filter against the injected ground truth:\n%s", format_metrics(metrics))
         summary.update({key: metrics['overall'][key] for key in ('precision', 'recall', 'f1')})
+        summary['f1_usable'] = metrics['usable']['f1']
         for source, prf in metrics['sources'].items():
             summary[f'f1_{source}'] = prf['f1']
     xp.link.update_history([{'filter': summary}])

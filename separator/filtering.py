@@ -41,7 +41,11 @@ Output of `filter_folder` (every file written atomically):
 
 `evaluate` scores the decisions against a label-noise manifest
 (`separator.data.labelnoise`): precision, recall and F1 of the "clean" decision (positive
-class: clean), per source and overall, and the detection rate of every kind of corruption.
+class: clean), per source and overall, and the detection rate of every kind of corruption;
+and overall with the *usable* stems as positives (`labelnoise.teaches_its_source`): a time
+shift, a partial silence or another track's audio of the same source leave a stem pure, so
+no test of the stem alone sees them, and they are right examples of their source for the
+recipe's training, which remixes sources across tracks.
 """
 import json
 import multiprocessing
@@ -294,14 +298,21 @@ def _prf(tp_: int, fp: int, fn: int) -> tp.Dict[str, float]:
             'kept': tp_ + fp, 'clean': tp_ + fn}
 
 
-def stem_kind(entry: tp.Mapping[str, tp.Any]) -> str:
+def stem_kind(entry: tp.Mapping[str, tp.Any], source: tp.Optional[str] = None) -> str:
     """'clean' or the corruption kind of a manifest stem entry; silence is split into
-    'silence_whole' and 'silence_partial'."""
+    'silence_whole' and 'silence_partial'; given the stem's `source`, `other_track` audio of
+    that same source is 'other_track_same'."""
     if entry['clean']:
         return 'clean'
     if entry['kind'] == 'silence':
         return 'silence_whole' if entry.get('whole') else 'silence_partial'
+    if entry['kind'] == 'other_track' and source is not None and entry.get('source') == source:
+        return 'other_track_same'
     return str(entry['kind'])
+
+
+KIND_ORDER = ['clean', 'swap', 'other_track', 'bleed', 'silence_whole', 'other_track_same',
+              'silence_partial', 'shift']
 
 
 def evaluate(decisions: tp.Mapping[str, tp.Mapping[str, bool]],
@@ -309,50 +320,59 @@ def evaluate(decisions: tp.Mapping[str, tp.Mapping[str, bool]],
     """Precision/recall/F1 of "clean" decisions (track -> source -> kept) against a
     label-noise manifest, on the stems present in both.
 
-    Returns {'overall': prf, 'sources': {source: prf}, 'kinds': {kind: {'count', 'detected',
-    'recall'}}, 'missing': stems of the manifest without a decision}; a prf is {'precision',
-    'recall', 'f1', 'kept', 'clean'}; for a corruption kind `recall` is the fraction of its
-    stems judged not clean; for 'clean', the fraction kept.
+    Returns {'overall': prf, 'sources': {source: prf}, 'usable': prf, 'kinds': {kind:
+    {'count', 'detected', 'recall', 'usable'}}, 'missing': stems of the manifest without a
+    decision}; a prf is {'precision', 'recall', 'f1', 'kept', 'clean'}. 'overall' and
+    'sources' count only clean stems as positives; 'usable' counts the stems that still
+    teach their source to remix training (`labelnoise.teaches_its_source`: also shifted,
+    partly silent and same-source stems of other tracks, which no test of a stem alone can
+    tell from clean ones). For a corruption kind `recall` is the fraction of its stems
+    judged not clean; for 'clean', the fraction kept.
     """
-    from .data.labelnoise import clean_flags
-    truth = clean_flags(manifest)
+    from .data.labelnoise import teaches_its_source
     counts: tp.Dict[str, tp.List[int]] = {}     # source -> [tp, fp, fn]
-    kinds: tp.Dict[str, tp.List[int]] = {}      # kind -> [count, detected (not kept)]
+    usable = [0, 0, 0]
+    kinds: tp.Dict[str, tp.List[int]] = {}      # kind -> [count, detected, all usable]
     missing = 0
-    for track, flags in truth.items():
-        for source, clean in flags.items():
+    for track, entry in manifest['tracks'].items():
+        for source, stem in entry['stems'].items():
             if source not in decisions.get(track, {}):
                 missing += 1
                 continue
             kept = bool(decisions[track][source])
-            row = counts.setdefault(source, [0, 0, 0])
-            row[0] += kept and clean
-            row[1] += kept and not clean
-            row[2] += clean and not kept
-            kind = stem_kind(manifest['tracks'][track]['stems'][source])
-            entry = kinds.setdefault(kind, [0, 0])
-            entry[0] += 1
-            entry[1] += kept if kind == 'clean' else not kept
+            teaches = teaches_its_source(stem, source)
+            for row, positive in ((counts.setdefault(source, [0, 0, 0]), stem['clean']),
+                                  (usable, teaches)):
+                row[0] += kept and positive
+                row[1] += kept and not positive
+                row[2] += positive and not kept
+            kind = stem_kind(stem, source)
+            tally = kinds.setdefault(kind, [0, 0, 1])
+            tally[0] += 1
+            tally[1] += kept if kind == 'clean' else not kept
+            tally[2] &= teaches
     total = [sum(row[i] for row in counts.values()) for i in range(3)]
-    order = ['clean', 'swap', 'other_track', 'bleed', 'silence_whole', 'silence_partial',
-             'shift']
-    kind_names = [k for k in order if k in kinds] + sorted(set(kinds) - set(order))
+    kind_names = [k for k in KIND_ORDER if k in kinds] + sorted(set(kinds) - set(KIND_ORDER))
     return {
         'overall': _prf(*total),
         'sources': {source: _prf(*counts[source]) for source in sorted(counts)},
+        'usable': _prf(*usable),
         'kinds': {kind: {'count': kinds[kind][0], 'detected': kinds[kind][1],
-                         'recall': kinds[kind][1] / kinds[kind][0]} for kind in kind_names},
+                         'recall': kinds[kind][1] / kinds[kind][0],
+                         'usable': bool(kinds[kind][2])} for kind in kind_names},
         'missing': missing,
     }
 
 
 def ranking_auc(scores: tp.Mapping[str, tp.Mapping[str, tp.Mapping[str, tp.Any]]],
-                manifest: tp.Mapping[str, tp.Any], statistic: str) -> float:
+                manifest: tp.Mapping[str, tp.Any], statistic: str, usable: bool = False
+                ) -> float:
     """Threshold-free quality of a statistic: the probability that a clean stem scores higher
     than a corrupted one (ROC AUC, ties count half; silent stems score -inf). NaN when the
-    set lacks clean or corrupted stems."""
-    from .data.labelnoise import clean_flags
-    truth = clean_flags(manifest)
+    set lacks clean or corrupted stems. `usable`: usable stems against the others (see
+    `evaluate`)."""
+    from .data.labelnoise import clean_flags, usable_flags
+    truth = (usable_flags if usable else clean_flags)(manifest)
     values: tp.Dict[bool, tp.List[float]] = {True: [], False: []}
     for track, flags in truth.items():
         for source, clean in flags.items():
@@ -368,16 +388,21 @@ def ranking_auc(scores: tp.Mapping[str, tp.Mapping[str, tp.Mapping[str, tp.Any]]
 
 def format_metrics(metrics: tp.Mapping[str, tp.Any]) -> str:
     """A plain-text table of `evaluate`'s result."""
-    lines = [f"{'':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'kept':>6}{'clean':>7}"]
+    lines = [f"{'':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'kept':>6}{'positives':>10}"]
     rows = [*metrics['sources'].items(), ('overall', metrics['overall'])]
+    if 'usable' in metrics:
+        rows.append(('usable (remix)', metrics['usable']))
     for name, m in rows:
         lines.append(f"{name:<16}{m['precision']:>10.3f}{m['recall']:>8.3f}{m['f1']:>8.3f}"
-                     f"{m['kept']:>6d}{m['clean']:>7d}")
+                     f"{m['kept']:>6d}{m['clean']:>10d}")
+    lines.append("(usable: positives are the stems that still teach their source when "
+                 "sources are remixed: clean, shift, silence_partial, other_track_same)")
     lines.append('')
     lines.append(f"{'kind':<16}{'stems':>6}{'recall':>8}   (clean: fraction kept; "
                  f"corruptions: fraction detected)")
     for kind, m in metrics['kinds'].items():
-        lines.append(f"{kind:<16}{m['count']:>6d}{m['recall']:>8.3f}")
+        note = '   usable: kept is right' if m.get('usable') and kind != 'clean' else ''
+        lines.append(f"{kind:<16}{m['count']:>6d}{m['recall']:>8.3f}{note}")
     if metrics['missing']:
         lines.append(f"({metrics['missing']} stems of the manifest were not filtered)")
     return '\n'.join(lines)

@@ -119,9 +119,11 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     if manifest is not None:
         print()
         print(format_metrics(evaluate(result.decisions(), manifest)))
-        aucs = ', '.join(f'{name} {ranking_auc(result.scores, manifest, name):.3f}'
-                         for name in STATISTICS)
-        print(f"\nranking AUC (clean above corrupted, any threshold): {aucs}")
+        print()
+        for usable, what in ((False, 'clean above corrupted'), (True, 'usable above the rest')):
+            aucs = ', '.join(f'{name} {ranking_auc(result.scores, manifest, name, usable):.3f}'
+                             for name in STATISTICS)
+            print(f"ranking AUC ({what}, any threshold): {aucs}")
     return 0
 
 

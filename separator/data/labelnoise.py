@@ -533,6 +533,29 @@ def load_manifest(out: tp.Union[str, Path]) -> tp.Dict[str, tp.Any]:
     return manifest
 
 
+def teaches_its_source(entry: tp.Mapping[str, tp.Any], source: str) -> bool:
+    """Whether the stem of manifest entry `entry`, labelled `source`, is still a right
+    example of `source` when sources are remixed across tracks, as the SDX23 recipe trains:
+    clean, shifted in time, partly silent (songs drop instruments too), or another track's
+    audio of the same source. Not so: another source's audio (`swap`, `other_track` of another
+    source), `bleed`, and whole silence."""
+    if entry['clean']:
+        return True
+    kind = entry['kind']
+    return (kind == 'shift' or (kind == 'silence' and not entry.get('whole'))
+            or (kind == 'other_track' and entry.get('source') == source))
+
+
+def usable_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path]
+                 ) -> tp.Dict[str, tp.Dict[str, bool]]:
+    """uuid -> source -> `teaches_its_source` (the truth for a filter of remix training)."""
+    if isinstance(manifest, (str, Path)):
+        manifest = load_manifest(manifest)
+    return {name: {source: teaches_its_source(stem, source)
+                   for source, stem in entry['stems'].items()}
+            for name, entry in manifest['tracks'].items()}
+
+
 def clean_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path]
                 ) -> tp.Dict[str, tp.Dict[str, bool]]:
     """uuid -> source -> True when the stem is clean (the ground truth of a noise filter).
