@@ -43,6 +43,7 @@ attention in the two deepest layers; demucs' `dconv_lstm=4` is a start index, ou
 """
 import math
 import typing as tp
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -407,6 +408,75 @@ class DecLayer(nn.Module):
 # The model
 
 
+@dataclass
+class HybridInput:
+    """A mixture made ready for both branches of a hybrid model (`hybrid_input`)."""
+    xt: torch.Tensor            # [B, C, padded] waveform, normalised
+    xf: torch.Tensor            # [B, C * (2 if cac else 1), F, frames] spectrogram, normalised
+    z: torch.Tensor             # the complex spectrogram of the padded mixture
+    stats_t: tp.Tuple[torch.Tensor, torch.Tensor]     # mean and std of the waveform
+    stats_f: tp.Tuple[torch.Tensor, torch.Tensor]     # and of the spectrogram channels
+    length: int
+    padded: int
+
+
+def hybrid_input(model: nn.Module, mix: torch.Tensor) -> HybridInput:
+    """Pad `mix` [B, C, T] to the model's valid length and normalise the waveform and its
+    spectrogram (complex as channels, or magnitude), each by its mean and std."""
+    if mix.dim() != 3 or mix.shape[1] != model.audio_channels:
+        raise ValueError(f"Expected a mixture [batch, {model.audio_channels}, time], "
+                         f"got {tuple(mix.shape)}.")
+    length = mix.shape[-1]
+    padded = model.valid_length(length)
+    mean_t = mix.mean(dim=(1, 2), keepdim=True)
+    std_t = mix.std(dim=(1, 2), keepdim=True)
+    mix = F.pad(mix, (0, padded - length))
+    z = aligned_spectro(mix, model.nfft)
+    xf = complex_to_channels(z) if model.cac else z.abs()
+    mean_f = xf.mean(dim=(1, 2, 3), keepdim=True)
+    std_f = xf.std(dim=(1, 2, 3), keepdim=True)
+    return HybridInput(xt=(mix - mean_t) / (1e-5 + std_t), xf=(xf - mean_f) / (1e-5 + std_f),
+                       z=z, stats_t=(mean_t, std_t), stats_f=(mean_f, std_f), length=length,
+                       padded=padded)
+
+
+def hybrid_output(model: nn.Module, inputs: HybridInput, xt: torch.Tensor,
+                  xf: torch.Tensor) -> torch.Tensor:
+    """The sources [B, S, C, T]: both branches' outputs un-normalised, the spectrogram one
+    (complex as channels, or magnitude with the mixture's phase) inverted, and summed."""
+    B, C = inputs.xt.shape[:2]
+    S = len(model.sources)
+    mean_f, std_f = inputs.stats_f
+    mean_t, std_t = inputs.stats_t
+    xf = xf.view(B, S, -1, *xf.shape[-2:]) * std_f[:, None] + mean_f[:, None]
+    if model.cac:
+        zout = channels_to_complex(xf)
+    else:  # estimated magnitude with the phase of the mixture
+        zout = with_phase_of(inputs.z, xf)
+    out = aligned_ispectro(zout, model.nfft, inputs.padded)
+    out = out + xt.view(B, S, C, inputs.padded) * std_t[:, None] + mean_t[:, None]
+    return out[..., :inputs.length]
+
+
+def hybrid_setup(model: nn.Module, sources: tp.Sequence[str], audio_channels: int,
+                 samplerate: int, segment: float, nfft: int, depth: int, cac: bool,
+                 layer_lists: tp.Sequence[str]) -> None:
+    """What HDemucs and HTDemucs set up alike: their attributes, and their empty layer lists,
+    registered in the order of `layer_lists` (the order of `parameters()`, hence of the
+    optimizer's state in checkpoints: keep it). Decoders are stored outermost layer first and
+    run in reverse order."""
+    model.sources = list(sources)
+    model.audio_channels = audio_channels
+    model.samplerate = samplerate
+    model.segment = segment
+    model.nfft = nfft
+    model.hop_length = nfft // 4
+    model.depth = depth
+    model.cac = cac
+    for name in layer_lists:
+        setattr(model, name, nn.ModuleList())
+
+
 class HDemucs(nn.Module):
     """Hybrid (waveform + spectrogram) Demucs. See the module docstring.
 
@@ -442,28 +512,15 @@ class HDemucs(nn.Module):
         if not sources:
             raise ValueError("HDemucs needs at least one source.")
         self.n_freq_layers = check_hyperparams(nfft, depth, kernel_size, stride, time_stride)
-        self.sources = list(sources)
-        self.audio_channels = audio_channels
-        self.samplerate = samplerate
-        self.segment = segment
-        self.nfft = nfft
-        self.hop_length = nfft // 4
-        self.depth = depth
-        self.cac = cac
+        hybrid_setup(self, sources, audio_channels, samplerate, segment, nfft, depth, cac,
+                     ['time_encoder', 'freq_encoder', 'shared_encoder', 'time_decoder',
+                      'freq_decoder', 'shared_decoder'])
         self.time_stride = time_stride
 
         n_freq = self.n_freq_layers
         pad = (kernel_size - stride) // 2
         out_channels = len(self.sources) * audio_channels
         spec_mult = 2 if cac else 1
-        self.time_encoder = nn.ModuleList()
-        self.freq_encoder = nn.ModuleList()
-        self.shared_encoder = nn.ModuleList()
-        # Decoders are stored outermost layer first and run in reverse order.
-        self.time_decoder = nn.ModuleList()
-        self.freq_decoder = nn.ModuleList()
-        self.shared_decoder = nn.ModuleList()
-
         chin_t, chin_f = audio_channels, audio_channels * spec_mult
         chout = channels
         freqs = nfft // 2
@@ -525,33 +582,12 @@ class HDemucs(nn.Module):
         # At least 2 hops so the reflect padding of the spectrogram is possible.
         return max(math.ceil(length / total), math.ceil(2 * self.hop_length / total)) * total
 
-    # -- spectrogram ------------------------------------------------------------------
-
-    def _spec(self, x: torch.Tensor) -> torch.Tensor:
-        return aligned_spectro(x, self.nfft)
-
-    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        return aligned_ispectro(z, self.nfft, length)
-
     # -- forward ----------------------------------------------------------------------
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """`[B, C, T]` mixture -> `[B, S, C, T]` estimated sources, any T."""
-        if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
-            raise ValueError(f"Expected a mixture [batch, {self.audio_channels}, time], "
-                             f"got {tuple(mix.shape)}.")
-        B, C, length = mix.shape
-        padded = self.valid_length(length)
-        mean_t = mix.mean(dim=(1, 2), keepdim=True)
-        std_t = mix.std(dim=(1, 2), keepdim=True)
-        mix = F.pad(mix, (0, padded - length))
-        xt = (mix - mean_t) / (1e-5 + std_t)
-
-        z = self._spec(mix)
-        xf = complex_to_channels(z) if self.cac else z.abs()
-        mean_f = xf.mean(dim=(1, 2, 3), keepdim=True)
-        std_f = xf.std(dim=(1, 2, 3), keepdim=True)
-        xf = (xf - mean_f) / (1e-5 + std_f)
+        inputs = hybrid_input(self, mix)
+        xt, xf = inputs.xt, inputs.xf
 
         # Encoder: parallel branches, merged at the last frequency layer.
         skips_t, skips_f = [], []
@@ -585,12 +621,4 @@ class HDemucs(nn.Module):
                 xt, _ = tdec(xt, skips_t.pop())
         assert not skips_f and not skips_t and not skips_s
 
-        S = len(self.sources)
-        xf = xf.view(B, S, -1, *xf.shape[-2:]) * std_f[:, None] + mean_f[:, None]
-        if self.cac:
-            zout = channels_to_complex(xf)
-        else:  # estimated magnitude with the phase of the mixture
-            zout = with_phase_of(z, xf)
-        out = self._ispec(zout, padded)
-        out = out + xt.view(B, S, C, padded) * std_t[:, None] + mean_t[:, None]
-        return out[..., :length]
+        return hybrid_output(self, inputs, xt, xf)

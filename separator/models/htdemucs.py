@@ -43,12 +43,10 @@ import typing as tp
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..states import capture_init
-from .hdemucs import (DecLayer, EncLayer, FreqEmbedding, aligned_ispectro, aligned_spectro,
-                      check_kernel_stride, rescale_module)
-from .spec import channels_to_complex, complex_to_channels, with_phase_of
+from .hdemucs import (DecLayer, EncLayer, FreqEmbedding, check_kernel_stride, hybrid_input,
+                      hybrid_output, hybrid_setup, rescale_module)
 from .transformer import CrossDomainTransformer
 
 
@@ -144,24 +142,13 @@ class HTDemucs(nn.Module):
             raise ValueError(f"Need dconv_comp >= 1 and dconv_depth >= 0, got "
                              f"dconv_comp={dconv_comp}, dconv_depth={dconv_depth}.")
         check_hyperparams(nfft, depth, kernel_size, stride)
-        self.sources = list(sources)
-        self.audio_channels = audio_channels
-        self.samplerate = samplerate
-        self.segment = segment
-        self.nfft = nfft
-        self.hop_length = nfft // 4
-        self.depth = depth
+        hybrid_setup(self, sources, audio_channels, samplerate, segment, nfft, depth, cac,
+                     ['time_encoder', 'freq_encoder', 'time_decoder', 'freq_decoder'])
         self.stride = stride
-        self.cac = cac
 
         pad = (kernel_size - stride) // 2
         out_channels = len(self.sources) * audio_channels
         spec_mult = 2 if cac else 1
-        self.time_encoder = nn.ModuleList()
-        self.freq_encoder = nn.ModuleList()
-        # Decoders are stored outermost layer first and run in reverse order.
-        self.time_decoder = nn.ModuleList()
-        self.freq_decoder = nn.ModuleList()
         chin_t, chin_f = audio_channels, audio_channels * spec_mult
         chout = channels
         freqs = nfft // 2
@@ -249,21 +236,8 @@ class HTDemucs(nn.Module):
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """`[B, C, T]` mixture -> `[B, S, C, T]` estimated sources, any T."""
-        if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
-            raise ValueError(f"Expected a mixture [batch, {self.audio_channels}, time], "
-                             f"got {tuple(mix.shape)}.")
-        B, C, length = mix.shape
-        padded = self.valid_length(length)
-        mean_t = mix.mean(dim=(1, 2), keepdim=True)
-        std_t = mix.std(dim=(1, 2), keepdim=True)
-        mix = F.pad(mix, (0, padded - length))
-        xt = (mix - mean_t) / (1e-5 + std_t)
-
-        z = aligned_spectro(mix, self.nfft)
-        xf = complex_to_channels(z) if self.cac else z.abs()
-        mean_f = xf.mean(dim=(1, 2, 3), keepdim=True)
-        std_f = xf.std(dim=(1, 2, 3), keepdim=True)
-        xf = (xf - mean_f) / (1e-5 + std_f)
+        inputs = hybrid_input(self, mix)
+        xt, xf = inputs.xt, inputs.xf
 
         skips_t, skips_f = [], []
         for index, (tenc, fenc) in enumerate(zip(self.time_encoder, self.freq_encoder)):
@@ -282,12 +256,4 @@ class HTDemucs(nn.Module):
             xt, _ = tdec(xt, skips_t.pop())
         assert not skips_f and not skips_t
 
-        S = len(self.sources)
-        xf = xf.view(B, S, -1, *xf.shape[-2:]) * std_f[:, None] + mean_f[:, None]
-        if self.cac:
-            zout = channels_to_complex(xf)
-        else:  # estimated magnitude with the phase of the mixture
-            zout = with_phase_of(z, xf)
-        out = aligned_ispectro(zout, self.nfft, padded)
-        out = out + xt.view(B, S, C, padded) * std_t[:, None] + mean_t[:, None]
-        return out[..., :length]
+        return hybrid_output(self, inputs, xt, xf)
