@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp
 	$(PY) -m bench.separate
+	$(PY) -m bench.onnx
 
 clean:
 	rm -rf $(VENV) outputs data metadata

@@ -145,6 +145,21 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                      f"{{stem}} and {{ext}}")
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error("-d cuda: no CUDA device is available; use -d cpu")
+    seen: tp.Dict[str, Path] = {}
+    for path in args.tracks:
+        target = stem_path(args.filename, path, '<stem>', '<ext>')
+        if target in seen and seen[target] != path:
+            parser.error(f"{seen[target]} and {path} would write the same stems ({target}): "
+                         f"name the outputs by extension too with --filename "
+                         f"'{{track}}_{{trackext}}/{{stem}}.{{ext}}', or separate them in two "
+                         f"calls with different -o")
+        seen[target] = path
+
+
+def stem_path(filename: str, track: Path, stem: str, ext: str) -> str:
+    """Where (relative to OUT/NAME) the stem `stem` of `track` goes (--filename)."""
+    return filename.format(track=track.name.rsplit('.', 1)[0], trackext=track.suffix.lstrip('.'),
+                           stem=stem, ext=ext)
 
 
 def _default_name(parser: argparse.ArgumentParser, repo: Path) -> str:
@@ -167,9 +182,7 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
     song; except with --wiener or --no-split, which need the whole song at once."""
     ext = 'mp3' if args.mp3 else 'flac' if args.flac else 'wav'
     names = [args.two_stems, f'no_{args.two_stems}'] if args.two_stems else list(model.sources)
-    targets = {name: folder / args.filename.format(
-        track=path.name.rsplit('.', 1)[0], trackext=path.suffix.lstrip('.'), stem=name, ext=ext)
-        for name in names}
+    targets = {name: folder / stem_path(args.filename, path, name, ext) for name in names}
     bag = isinstance(model, BagOfModels)
     models = list(model.models) if bag else [model]
     writers: tp.Dict[str, StemWriter] = {}

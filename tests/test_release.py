@@ -219,6 +219,24 @@ def test_separate_two_stems(tiny_xp, repo, tmp_path):
     assert not np.allclose(vocals, fade[SOURCES.index('vocals')].numpy().T, atol=1e-5)
 
 
+def test_separate_refuses_tracks_that_would_share_stems(tiny_xp, repo, tmp_path):
+    """song.wav and song.flac would both write OUT/NAME/song/: refused before any work."""
+    _cwd, sig = tiny_xp
+    mix = (0.1 * np.random.default_rng(3).standard_normal((4410, 2))).astype(np.float32)
+    for ext in ('wav', 'flac'):
+        sf.write(tmp_path / f'song.{ext}', mix, 44100)
+    result = separate(['--repo', str(repo), 'song.wav', 'song.flac'], tmp_path)
+    assert result.returncode == 2
+    assert 'song.wav and song.flac would write the same stems' in result.stderr
+    assert "--filename '{track}_{trackext}/{stem}.{ext}'" in result.stderr
+    assert not (tmp_path / 'separated').exists()
+    result = separate(['--repo', str(repo), '--filename', '{track}_{trackext}/{stem}.{ext}',
+                       'song.wav', 'song.flac'], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / 'separated' / sig).iterdir()) == [
+        'song_flac', 'song_wav']
+
+
 def test_separate_midside_wiener(tiny_xp, repo, tmp_path):
     _cwd, sig = tiny_xp
     assert all(flag in get_parser().format_help() for flag in ('--midside', '--wiener N'))
