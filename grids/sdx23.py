@@ -36,11 +36,15 @@ FULL = {'pretrain_q0.7': 500, 'pretrain_q0.5': 200, 'pretrain_q0.3': 100, 'joint
 def sdx23(name: str = 'sdx23', variant: str = 'sdx23',
           epochs: tp.Mapping[str, int] = FULL, q09_batch: int = 80,
           slurm: tp.Optional[dict] = None, filter_slurm: tp.Optional[dict] = None,
-          baseline: bool = False) -> Lineage:
+          baseline: bool = False, judge: str = 'pretrain_q0.3',
+          filter_args: tp.Optional[dict] = None) -> Lineage:
     """The lineage; `variant` holds everything but the stages, `q09_batch` is the global batch
     of the q=0.9 stage (loss truncation needs >= 10 examples per process to drop one).
     `baseline` adds the stage `noisy`: the same model trained on all the noisy data, as long
-    as the whole pretrain, without loss truncation (what the recipe must beat)."""
+    as the whole pretrain, without loss truncation (what the recipe must beat). `judge`: the
+    stage whose model filter1 uses and the joint stage starts from (the winner's: the last
+    pretrain; `noisy` where truncation does not pay, as at CPU scale); `filter_args`: more
+    overrides of both filter stages (e.g. `filter.threshold`)."""
     finetune = {'continue_from': From('joint'), 'dset.clean_lists': From('filter2'),
                 'epochs': epochs['finetune']}
     stages = [
@@ -49,10 +53,12 @@ def sdx23(name: str = 'sdx23', variant: str = 'sdx23',
                                 'continue_from': From('pretrain_q0.7')}),
         Stage('pretrain_q0.3', {'optim.loss_truncation': 0.3, 'epochs': epochs['pretrain_q0.3'],
                                 'continue_from': From('pretrain_q0.5')}),
-        Stage('filter1', {'filter.model': From('pretrain_q0.3')}, filter_slurm or {}),
-        Stage('joint', {'continue_from': From('pretrain_q0.3'),
+        Stage('filter1', {'filter.model': From(judge), **(filter_args or {})},
+              filter_slurm or {}),
+        Stage('joint', {'continue_from': From(judge),
                         'dset.clean_lists': From('filter1'), 'epochs': epochs['joint']}),
-        Stage('filter2', {'filter.model': From('joint')}, filter_slurm or {}),
+        Stage('filter2', {'filter.model': From('joint'), **(filter_args or {})},
+              filter_slurm or {}),
         Stage('vocals', {**finetune, 'weights': [0, 0, 0, 1]}),
         Stage('bass', {**finetune, 'weights': [0, 1, 0, 1]}),
         Stage('drums', {**finetune, 'weights': [0.9, 0.05, 0, 0.05]}),
