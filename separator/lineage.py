@@ -98,6 +98,8 @@ class Resolved:
             text = f"kept {entry['kept']}/{entry['stems']} stems"
             if 'f1' in entry:
                 text += f", F1 {entry['f1']:.3f}"
+            if 'f1_usable' in entry:
+                text += f" (usable {entry['f1_usable']:.3f})"
             return text
         epochs = f"epoch {len(self.history)}/{self.xp.cfg.epochs}"
         tests = [h['test'] for h in self.history if h.get('test')]
