@@ -6,7 +6,8 @@ import torch
 
 from separator.models import MODELS, get_model_class
 from separator.models.hdemucs import BLSTM, HDemucs, check_hyperparams
-from separator.models.spec import channels_to_complex, complex_to_channels, ispectro, spectro
+from separator.models.spec import (_istft_overlap_add, channels_to_complex, complex_to_channels,
+                                   ispectro, spectro)
 from separator.states import atomic_save, load_model, safe_load, serialize_model
 
 SOURCES = ['low', 'bursts']
@@ -27,6 +28,22 @@ def test_spec_round_trip():
     zz = z[..., :-1, :]
     assert torch.equal(channels_to_complex(complex_to_channels(zz)), zz)
     assert torch.equal(complex_to_channels(zz)[:, 1], zz[:, 0].imag)
+
+
+@pytest.mark.parametrize('n_fft', [256, 4096])
+def test_exportable_istft_equals_torch_istft(n_fft):
+    """The inverse STFT written for torch.onnx.export gives torch.istft's output, any
+    length (also cut short or left to its natural length)."""
+    z = spectro(torch.randn(2, 3, 10000), n_fft).reshape(6, n_fft // 2 + 1, -1)
+    window = torch.hann_window(n_fft)
+    for length in (10000, 9000, None):
+        expected = torch.istft(z, n_fft, n_fft // 4, window=window, normalized=True,
+                               center=True, length=length)
+        ours = _istft_overlap_add(z, window, n_fft // 4, length)
+        assert ours.shape == expected.shape
+        assert torch.allclose(ours, expected, atol=1e-5)
+    with pytest.raises(ValueError, match='multiple of hop_length'):
+        _istft_overlap_add(z, window, n_fft // 4 - 1, None)
 
 
 @pytest.mark.parametrize('cac', [True, False])
