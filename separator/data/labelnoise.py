@@ -546,23 +546,24 @@ def teaches_its_source(entry: tp.Mapping[str, tp.Any], source: str) -> bool:
             or (kind == 'other_track' and entry.get('source') == source))
 
 
-def usable_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path]
-                 ) -> tp.Dict[str, tp.Dict[str, bool]]:
+Flags = tp.Dict[str, tp.Dict[str, bool]]
+
+
+def stem_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path],
+               flag: tp.Callable[[tp.Mapping[str, tp.Any], str], bool]) -> Flags:
+    """uuid -> source -> flag(stem entry, source). `manifest` is a loaded manifest, or a
+    folder/file given to `load_manifest`."""
+    if isinstance(manifest, (str, Path)):
+        manifest = load_manifest(manifest)
+    return {name: {source: flag(stem, source) for source, stem in entry['stems'].items()}
+            for name, entry in manifest['tracks'].items()}
+
+
+def usable_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path]) -> Flags:
     """uuid -> source -> `teaches_its_source` (the truth for a filter of remix training)."""
-    if isinstance(manifest, (str, Path)):
-        manifest = load_manifest(manifest)
-    return {name: {source: teaches_its_source(stem, source)
-                   for source, stem in entry['stems'].items()}
-            for name, entry in manifest['tracks'].items()}
+    return stem_flags(manifest, teaches_its_source)
 
 
-def clean_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path]
-                ) -> tp.Dict[str, tp.Dict[str, bool]]:
-    """uuid -> source -> True when the stem is clean (the ground truth of a noise filter).
-
-    `manifest` is a loaded manifest, or a folder/file given to `load_manifest`.
-    """
-    if isinstance(manifest, (str, Path)):
-        manifest = load_manifest(manifest)
-    return {name: {source: bool(stem['clean']) for source, stem in entry['stems'].items()}
-            for name, entry in manifest['tracks'].items()}
+def clean_flags(manifest: tp.Union[tp.Mapping[str, tp.Any], str, Path]) -> Flags:
+    """uuid -> source -> True when the stem is clean (the ground truth of a noise filter)."""
+    return stem_flags(manifest, lambda stem, source: bool(stem['clean']))
