@@ -156,7 +156,27 @@ def format_table(lineage: Lineage, stages: tp.Sequence[Resolved]) -> str:
     if lineage.bag:
         lines.append("Bag: " + ', '.join(f'{source} <- {stage} ({sigs[stage]})'
                                          for source, stage in lineage.bag.items()))
+        scores = bag_nsdr(lineage, stages)
+        if scores:
+            mean = sum(scores.values()) / len(scores)
+            lines.append("Bag test nSDR (each source from its stage's last test): " + ', '.join(
+                f'{source} {value:.2f}' for source, value in scores.items()) +
+                f", mean {mean:.2f} dB")
     return '\n'.join(lines)
+
+
+def bag_nsdr(lineage: Lineage, stages: tp.Sequence[Resolved]) -> tp.Dict[str, float]:
+    """source -> the test nSDR of that source in the last test of the stage the bag takes it
+    from; {} until every such stage has one."""
+    by_name = {item.stage.name: item for item in stages}
+    scores = {}
+    for source, stage in lineage.bag.items():
+        tests = [h['test'] for h in by_name[stage].history if h.get('test')]
+        key = f'nsdr_{source}'
+        if not tests or key not in tests[-1]:
+            return {}
+        scores[source] = float(tests[-1][key])
+    return scores
 
 
 def has_slurm_job(xp: tp.Any) -> bool:

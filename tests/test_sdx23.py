@@ -66,6 +66,7 @@ def test_tiny_lineage_runs_end_to_end_and_its_bag_separates(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     final = output[output.rindex('Lineage sdx23_tiny: 11/11 stages done'):]
+    assert "Bag test nSDR (each source from its stage's last test): drums " in final, final
     rows = parse_table(final)
     assert list(rows) == STAGES and all(row[1] == 'done' for row in rows.values()), final
     sigs = {name: row[0] for name, row in rows.items()}
