@@ -389,19 +389,19 @@ def ranking_auc(scores: tp.Mapping[str, tp.Mapping[str, tp.Mapping[str, tp.Any]]
 def format_metrics(metrics: tp.Mapping[str, tp.Any]) -> str:
     """A plain-text table of `evaluate`'s result."""
     lines = [f"{'':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'kept':>6}{'positives':>10}"]
-    rows = [*metrics['sources'].items(), ('overall', metrics['overall'])]
-    if 'usable' in metrics:
-        rows.append(('usable (remix)', metrics['usable']))
+    rows = [*metrics['sources'].items(), ('overall', metrics['overall']),
+            ('usable (remix)', metrics['usable'])]
     for name, m in rows:
         lines.append(f"{name:<16}{m['precision']:>10.3f}{m['recall']:>8.3f}{m['f1']:>8.3f}"
                      f"{m['kept']:>6d}{m['clean']:>10d}")
-    lines.append("(usable: positives are the stems that still teach their source when "
-                 "sources are remixed: clean, shift, silence_partial, other_track_same)")
+    usable = ', '.join(kind for kind, m in metrics['kinds'].items() if m['usable'])
+    lines.append(f"(usable: positives are the stems that still teach their source when "
+                 f"sources are remixed: {usable})")
     lines.append('')
     lines.append(f"{'kind':<16}{'stems':>6}{'recall':>8}   (clean: fraction kept; "
                  f"corruptions: fraction detected)")
     for kind, m in metrics['kinds'].items():
-        note = '   usable: kept is right' if m.get('usable') and kind != 'clean' else ''
+        note = '   usable: kept is right' if m['usable'] and kind != 'clean' else ''
         lines.append(f"{kind:<16}{m['count']:>6d}{m['recall']:>8.3f}{note}")
     if metrics['missing']:
         lines.append(f"({metrics['missing']} stems of the manifest were not filtered)")

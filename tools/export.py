@@ -119,6 +119,18 @@ def export_xp(sig: str, xps: Path, out: Path, half: bool = False,
     return write_package(read_checkpoint(sig, xps), out, half, quantize)[0]
 
 
+def model_and_inputs(package: dict, example_batch: int, check_batch: int
+                     ) -> tp.Tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The float32 model of `package` in eval mode, and two seeded random inputs of its
+    segment length: the example an exporter sees, and another batch to check its output."""
+    model = load_model(package).float().eval()
+    length = int(model.segment * model.samplerate)
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(example_batch, model.audio_channels, length, generator=generator)
+    check = torch.randn(check_batch, model.audio_channels, length, generator=generator)
+    return model, example, check
+
+
 def export_torchscript(package: dict, target: Path) -> float:
     """Trace the model of `package` at its segment length into `target` (TorchScript); return
     the max abs difference with PyTorch on another input (batch of 2) of that length.
@@ -127,11 +139,7 @@ def export_torchscript(package: dict, target: Path) -> float:
     inputs of exactly `segment` seconds, the chunks of chunked inference (`apply_model`
     cuts a song into such chunks; pad a shorter song).
     """
-    model = load_model(package).float().eval()
-    length = int(model.segment * model.samplerate)
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(1, model.audio_channels, length, generator=generator)
-    check = torch.randn(2, model.audio_channels, length, generator=generator)
+    model, example, check = model_and_inputs(package, example_batch=1, check_batch=2)
     with torch.no_grad():
         try:
             traced = torch.jit.trace(model, example, check_trace=False)
@@ -164,12 +172,8 @@ def export_onnx(package: dict, target: Path) -> float:
     import onnx
     import onnxruntime
 
-    model = load_model(package).float().eval()
-    length = int(model.segment * model.samplerate)
-    generator = torch.Generator().manual_seed(0)
     # a batch of 2 in the example: torch.export would specialise a dimension of size 1
-    example = torch.randn(2, model.audio_channels, length, generator=generator)
-    check = torch.randn(3, model.audio_channels, length, generator=generator)
+    model, example, check = model_and_inputs(package, example_batch=2, check_batch=3)
     batch = torch.export.Dim('batch', min=1, max=1024)
     quiet = logging.getLogger('torch.onnx')
     level = quiet.level
