@@ -31,8 +31,9 @@ $(STAMP): setup.py
 train: install
 	$(VENV)/bin/dora run variant=demo
 
+# Passing tests' temporary folders (XPs, audio: GBs) are removed at the end; failing ones kept.
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
 
 # bench/separate.py compares with the demucs package (its peer), installed here only.
 bench: install
