@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m pip install -q --no-deps demucs==4.1.0 einops
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp
+	$(PY) -m bench.amp --batch-size 2 --segment 1 --steps 3
 	$(PY) -m bench.separate
 	$(PY) -m bench.onnx
 
