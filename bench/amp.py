@@ -96,7 +96,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') \
         else f'CPU, {torch.get_num_threads()} threads'
     backend = 'nccl' if args.device.startswith('cuda') else 'gloo'
-    print(f"model {cfg.model} {' '.join(args.overrides)}, batch {args.batch_size} x "
+    model = ' '.join([cfg.model, *args.overrides])
+    print(f"model {model}, batch {args.batch_size} x "
           f"{args.segment} s, {args.steps} steps, {name}, DDP ({backend}, 1 process)")
     print(f"{'precision':10}{'samples/s':>12}{'vs fp32':>10}{'peak MiB':>11}{'first loss':>12}")
     base = results.get('fp32', next(iter(results.values())))[0]

@@ -47,9 +47,7 @@ shift, a partial silence or another track's audio of the same source leave a ste
 no test of the stem alone sees them, and they are right examples of their source for the
 recipe's training, which remixes sources across tracks.
 """
-import json
 import multiprocessing
-import os
 import typing as tp
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import write_json, write_text
 from .data.audio import convert_channels, read_audio
 from .data.musdb import track_folders
 from .pretrained import apply_bag
@@ -197,12 +196,6 @@ def _work(task: tp.Tuple[str, str, str]) -> tp.Tuple[str, str, tp.Dict[str, tp.A
     return track, source, score_stem(_WORKER['model'], path, source, _WORKER['config'])
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @dataclass
 class FilterResult:
     """scores: track -> source -> statistics and decision (see `score_stem`)."""
@@ -280,10 +273,10 @@ def write_result(result: FilterResult, out: Path, info: tp.Optional[dict] = None
     for source in result.sources:
         for kind, tracks in (('clean', result.clean_tracks(source)),
                              ('silent', result.silent_tracks(source))):
-            _write_text(out / f'{kind}_{source}.txt', ''.join(f'{t}\n' for t in tracks))
+            write_text(out / f'{kind}_{source}.txt', ''.join(f'{t}\n' for t in tracks))
     data = {'config': asdict(result.config), **(info or {}), 'sources': result.sources,
             'tracks': result.scores}
-    _write_text(out / SCORES, json.dumps(data, indent=2) + '\n')
+    write_json(out / SCORES, data)
 
 
 # --------------------------------------------------------------------------------------------

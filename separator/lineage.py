@@ -17,12 +17,13 @@ A stage is `done` when its XP's history is complete (all epochs; one entry for a
 schedules the ready stages, so each `dora grid NAME` advances the lineage;
 `python -m tools.lineage NAME` runs them one after the other without Slurm.
 """
-import os
 import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .atomic import write_text
 
 DONE, READY, WAITING = 'done', 'ready', 'waiting'
 
@@ -218,10 +219,6 @@ def bag_config(lineage: Lineage, stages: tp.Sequence[Resolved],
 
 def write_bag(path: Path, config: tp.Mapping[str, tp.Any], comment: str = '') -> None:
     """Write a bag YAML atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
     header = ''.join(f'# {line}\n' for line in comment.splitlines())
-    tmp.write_text(header + yaml.safe_dump(dict(config), default_flow_style=None,
-                                           sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, header + yaml.safe_dump(dict(config), default_flow_style=None,
+                                             sort_keys=False))

@@ -11,12 +11,12 @@ restores either transparently.
 """
 import functools
 import inspect
-import os
-import tempfile
 import typing as tp
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_file
 
 
 def capture_init(init):
@@ -150,25 +150,8 @@ def atomic_save(obj: tp.Any, path: tp.Union[str, Path],
                 save: tp.Optional[tp.Callable[[tp.Any, tp.BinaryIO], None]] = None) -> None:
     """`save(obj, file)` (`torch.save`, or e.g. `torch.jit.save`) to a temporary file next to
     `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as fout:
-            (save or torch.save)(obj, fout)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(error, OSError) and error.errno == 28:  # ENOSPC
-            raise OSError(error.errno, f"No space left on device while writing {path}; "
-                          f"the previous version of this file is intact. Free some disk "
-                          f"space and run again.") from error
-        raise
+    with atomic_file(path, 'wb') as fout:
+        (save or torch.save)(obj, fout)
 
 
 def safe_load(path: tp.Union[str, Path]) -> tp.Any:

@@ -12,6 +12,7 @@ onto it by `close()`: an interrupted run leaves the previous file, never half of
 temporary first and are rescaled into the final format at `close()`.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import soundfile as sf
 import torch
 
 from .apply import slice_reader
+from .atomic import explain_disk_full, temporary_path
 from .data.audio import AudioError, convert_channels
 
 Reader = tp.Callable[[int, int], torch.Tensor]
@@ -136,13 +138,6 @@ def open_track(path: Path, samplerate: int, channels: int, stack: tp.Any
 
 
 # ---------------------------------------------------------------- writing
-def _temporary(path: Path, suffix: str = '.tmp') -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix=suffix)
-    os.close(fd)
-    return Path(tmp)
-
-
 class _Mp3Sink:
     """Float32 frames piped into ffmpeg's mp3 encoder."""
 
@@ -192,11 +187,11 @@ class StemWriter:
         self.path, self.samplerate, self.channels, self.args = path, samplerate, channels, args
         self.mode = args.clip_mode
         self.peak = 0.
-        self.tmp = _temporary(path)
+        self.tmp = temporary_path(path)
         self.raw: tp.Optional[Path] = None
         try:
             if self.mode == 'rescale':
-                self.raw = _temporary(path, '.raw.wav')
+                self.raw = temporary_path(path, '.raw.wav')
                 self.sink = sf.SoundFile(str(self.raw), 'w', samplerate, channels,
                                          subtype='FLOAT', format='WAV')
             else:
@@ -211,18 +206,32 @@ class StemWriter:
             self.peak = max(self.peak, float(wav.abs().max()) if wav.numel() else 0.)
         elif self.mode == 'clamp':
             wav = wav.clamp(-0.99, 0.99)
-        self.sink.write(wav.t().contiguous().numpy())
+        with self._failing_clearly():
+            self.sink.write(wav.t().contiguous().numpy())
 
     def close(self) -> None:
         """Finish the file and move it onto its target."""
         try:
-            self.sink.close()
-            if self.raw is not None:
-                self._rescale()
-            os.replace(self.tmp, self.path)
+            with self._failing_clearly():
+                self.sink.close()
+                if self.raw is not None:
+                    self._rescale()
+                os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
+
+    @contextlib.contextmanager
+    def _failing_clearly(self) -> tp.Iterator[None]:
+        """A write that fails (libsndfile's "System error.", a full disk) raises an OSError
+        naming the stem, which the command reports before going on with the next track."""
+        try:
+            yield
+        except (OSError, RuntimeError) as error:
+            explain_disk_full(error, self.path)
+            if isinstance(error, OSError):
+                raise
+            raise OSError(f"Could not write {self.path}: {error}") from error
         if self.raw is not None:
             self.raw.unlink(missing_ok=True)
 

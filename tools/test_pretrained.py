@@ -12,17 +12,15 @@ track's per-source nSDR and SDR as JSON (atomically).
 """
 import argparse
 import concurrent.futures
-import json
 import multiprocessing
-import os
 import sys
-import tempfile
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from separator.atomic import write_json
 from separator.data.audio import AudioError
 from separator.data.musdb import index_tracks
 from separator.data.segments import WholeTracks
@@ -32,20 +30,6 @@ from separator.pretrained import DEFAULT_REPO, ModelLoadingError, apply_bag, get
 
 class EvaluationError(ValueError):
     """The evaluation cannot run; the message names the fix."""
-
-
-def write_json(path: Path, data: tp.Any) -> None:
-    """Write `data` to `path` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as fout:
-            json.dump(data, fout, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _plain(value: tp.Any) -> tp.Any:

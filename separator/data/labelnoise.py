@@ -40,7 +40,6 @@ clean track, so the same arguments give identical bytes):
 `manifest.json` is written last (atomically): a folder without it is incomplete.
 """
 import json
-import os
 import shutil
 import time
 import typing as tp
@@ -53,10 +52,10 @@ import numpy as np
 
 from .audio import AudioError, audio_info, convert_channels, fit_length, read_audio
 from .musdb import track_folders
-# Helpers of the synthetic generator, shared rather than copied: `write_wav` writes
-# float32 WAV without libsndfile's timestamped PEAK chunk (identical bytes run to run),
-# `remove_stale_temporaries` removes temporary folders of crashed writers.
-from .synthetic import remove_stale_temporaries, write_wav
+# `write_wav` writes float32 WAV without libsndfile's timestamped PEAK chunk (identical bytes
+# run to run), as the synthetic generator does.
+from .synthetic import write_wav
+from ..atomic import atomic_folder, remove_stale_folders, write_json
 
 SOURCES = ('bass', 'drums', 'other', 'vocals')
 KINDS = ('swap', 'other_track', 'bleed', 'silence', 'shift')
@@ -394,24 +393,10 @@ def _prepare_out(out: Path, clean_split: Path) -> None:
 
 def _write_track(folder: Path, stems: tp.Dict[str, Array], samplerate: int) -> None:
     """Write the stems into a hidden temporary folder, then rename it into place."""
-    tmp = folder.parent / f'.{folder.name}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as tmp:
         for source in SOURCES:
             write_wav(tmp / f'{source}.wav', np.asarray(stems[source], dtype=np.float32),
-                       samplerate)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_json(path: Path, data: tp.Any) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    tmp.write_text(json.dumps(data, indent=2) + '\n')
-    os.replace(tmp, path)
+                      samplerate)
 
 
 def check_kinds(kinds: tp.Optional[tp.Union[str, tp.Sequence[str]]]) -> tp.List[str]:
@@ -476,7 +461,7 @@ def inject(clean_root: tp.Union[str, Path], out: tp.Union[str, Path], rate: floa
     for path in out.iterdir():          # folders of a previous set that this one lacks
         if path.is_dir() and _is_uuid(path.name) and path.name not in names.values():
             shutil.rmtree(path)
-    remove_stale_temporaries(out, '*')
+    remove_stale_folders(out)
     entries = {}
     begin = time.time()
     for index, track in enumerate(tracks):
@@ -503,7 +488,7 @@ def inject(clean_root: tp.Union[str, Path], out: tp.Union[str, Path], rate: floa
         'tracks': {name: entries[name] for name in sorted(entries)},
     }
     manifest['counts'] = count_kinds(manifest)
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     if verbose:
         counts = ', '.join(f'{kind}: {count}' for kind, count in manifest['counts'].items())
         print(f"[labelnoise] {len(tracks)} tracks in {out} ({time.time() - begin:.1f}s); "

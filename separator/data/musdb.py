@@ -7,11 +7,10 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import typing as tp
 from pathlib import Path
 
+from ..atomic import write_json
 from .audio import AudioError, audio_info, check_format
 
 logger = logging.getLogger(__name__)
@@ -91,13 +90,6 @@ def _load_cache(path: tp.Optional[Path]) -> dict:
         return {}
 
 
-def _write_json(path: Path, data: tp.Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name, suffix='.tmp')
-    with os.fdopen(fd, 'w') as fout:
-        json.dump(data, fout)
-    os.replace(tmp, path)
-
 
 def track_folders(folder: Path) -> tp.List[Path]:
     """The track folders of `folder`, sorted by name.
@@ -146,7 +138,7 @@ def index_tracks(folder: tp.Union[str, Path], sources: tp.Sequence[str], sampler
         fresh[key] = {'stamps': stamps, 'info': dataclasses.asdict(info)}
         tracks.append(info)
     if cache_path is not None and fresh != cache:
-        _write_json(cache_path, fresh)
+        write_json(cache_path, fresh, indent=None)
     return tracks
 
 

@@ -16,8 +16,6 @@ mixture == drums + bass + other + vocals exactly (float32 sum in that order). Tr
 """
 import json
 import math
-import os
-import shutil
 import time
 import typing as tp
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..atomic import atomic_folder, remove_stale_folders, write_json
 from ..locking import locked
 
 SOURCES = ['drums', 'bass', 'other', 'vocals']
@@ -1008,32 +1007,13 @@ def _is_complete(folder: Path, length: int, samplerate: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(split_dir: Path, name: str) -> None:
-    """Temporary folders of crashed runs (their process is gone)."""
-    for tmp in split_dir.glob(f'.{name}.tmp-*'):
-        try:
-            os.kill(int(tmp.name.rsplit('-', 1)[1]), 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass
-
-
 def _write_track(folder: Path, stems: tp.Dict[str, Array], samplerate: int) -> None:
     """Write all stems into a hidden temporary folder next to `folder`, then rename it into
     place, so a track folder is either complete or absent."""
-    tmp = folder.parent / f'.{folder.name}.tmp-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as tmp:
         write_wav(tmp / f'{MIXTURE}.wav', mix_stems(stems), samplerate)
         for source in SOURCES:
             write_wav(tmp / f'{source}.wav', stems[source], samplerate)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 MANIFEST = 'synthetic.json'
@@ -1056,10 +1036,7 @@ def _check_manifest(root: Path, params: tp.Dict[str, tp.Any]) -> None:
     elif root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} exists and is not a synthetic set ({MANIFEST} is missing): "
                          f"choose an empty or new folder.")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name('.' + MANIFEST + '.tmp')
-    tmp.write_text(json.dumps(params, indent=2))
-    os.replace(tmp, path)
+    write_json(path, params)
 
 
 def write_dataset(root: tp.Union[str, Path], tracks_train: int = DEFAULT_TRACKS_TRAIN,
@@ -1090,7 +1067,7 @@ def _write_dataset(root: Path, tracks_train: int, tracks_test: int, seconds: flo
         for index in range(count):
             name = track_name(split, index)
             folder = split_dir / name
-            remove_stale_temporaries(split_dir, name)
+            remove_stale_folders(split_dir, name)
             if _is_complete(folder, length, samplerate):
                 if verbose:
                     print(f"[synthetic] {split} {index + 1}/{count} {name}: exists, kept",
