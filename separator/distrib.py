@@ -9,6 +9,7 @@ import typing as tp
 import torch
 from dora import distrib as dora_distrib
 from dora import executor as dora_executor
+from dora import run as dora_run
 
 rank = 0
 world_size = 1
@@ -106,3 +107,31 @@ def explain_worker_deaths() -> None:
 
     add_explained.explains_deaths = True  # type: ignore[attr-defined]
     manager.add = add_explained
+
+
+CPU_WORKERS = 2
+
+
+def allow_cpu_ddp() -> None:
+    """Make `dora run -d` work on a machine without a GPU: CPU_WORKERS gloo workers.
+
+    Dora starts one worker per GPU and, with none, refuses ("DDP is only available on GPU")
+    unless `--ddp_workers N` is given, so the command that resumes an XP on a cluster
+    (`dora run -d -f SIG`) would fail on a laptop or a CPU node. With no GPU and no
+    `--ddp_workers`, this starts CPU_WORKERS (2: the smallest world that is distributed,
+    as in the tests) and says so; `--ddp_workers N` still chooses. Called when
+    `separator.train` is imported, before the `dora` command dispatches. Idempotent.
+    """
+    start = dora_run.start_ddp_workers
+    if getattr(start, 'allows_cpu', False):
+        return
+
+    def start_ddp_workers(main, argv, num_workers: tp.Optional[int] = None):
+        if num_workers is None and not torch.cuda.is_available():
+            num_workers = CPU_WORKERS
+            dora_executor.log(f"No GPU: DDP with {num_workers} CPU workers (gloo); "
+                              f"`--ddp_workers N` chooses another count.")
+        return start(main, argv, num_workers)
+
+    start_ddp_workers.allows_cpu = True  # type: ignore[attr-defined]
+    dora_run.start_ddp_workers = start_ddp_workers

@@ -13,7 +13,9 @@ from . import builders, distrib
 from .solver import Solver
 
 logger = logging.getLogger(__name__)
-distrib.explain_worker_deaths()  # `dora run -d` imports this module before it starts workers
+# `dora run -d` imports this module before it starts its workers.
+distrib.explain_worker_deaths()
+distrib.allow_cpu_ddp()
 
 
 def _check_config(cfg) -> None:
