@@ -112,15 +112,31 @@ def explain_worker_deaths() -> None:
 CPU_WORKERS = 2
 
 
+def _checkpoint_world_size(main: tp.Any, argv: tp.Sequence[str]) -> tp.Optional[int]:
+    """The number of processes that wrote the XP's checkpoint, if it has one that says."""
+    from .states import checkpoint_path
+    try:
+        path = checkpoint_path(main.get_xp(argv).folder)
+        if not path.exists():
+            return None
+        # mmap: only the few bytes of this entry are read, not the weights.
+        state = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+        return state.get('world_size')
+    except Exception:  # unreadable: the XP itself will say why, with the file's name
+        return None
+
+
 def allow_cpu_ddp() -> None:
-    """Make `dora run -d` work on a machine without a GPU: CPU_WORKERS gloo workers.
+    """Make `dora run -d` work on a machine without a GPU, with gloo workers.
 
     Dora starts one worker per GPU and, with none, refuses ("DDP is only available on GPU")
     unless `--ddp_workers N` is given, so the command that resumes an XP on a cluster
     (`dora run -d -f SIG`) would fail on a laptop or a CPU node. With no GPU and no
-    `--ddp_workers`, this starts CPU_WORKERS (2: the smallest world that is distributed,
-    as in the tests) and says so; `--ddp_workers N` still chooses. Called when
-    `separator.train` is imported, before the `dora` command dispatches. Idempotent.
+    `--ddp_workers`, this starts as many workers as wrote the XP's checkpoint, so that the
+    resumed XP goes on exactly as it would have (each process draws its own augmentations),
+    or CPU_WORKERS (2: the smallest world that is distributed) for a new XP, and says so.
+    `--ddp_workers N` still chooses. Called when `separator.train` is imported, before the
+    `dora` command dispatches. Idempotent.
     """
     start = dora_run.start_ddp_workers
     if getattr(start, 'allows_cpu', False):
@@ -128,8 +144,10 @@ def allow_cpu_ddp() -> None:
 
     def start_ddp_workers(main, argv, num_workers: tp.Optional[int] = None):
         if num_workers is None and not torch.cuda.is_available():
-            num_workers = CPU_WORKERS
-            dora_executor.log(f"No GPU: DDP with {num_workers} CPU workers (gloo); "
+            resumed = _checkpoint_world_size(main, argv)
+            num_workers = resumed or CPU_WORKERS
+            why = "as wrote its checkpoint" if resumed else "for a new XP"
+            dora_executor.log(f"No GPU: DDP with {num_workers} CPU worker(s) (gloo), {why}; "
                               f"`--ddp_workers N` chooses another count.")
         return start(main, argv, num_workers)
 

@@ -108,6 +108,7 @@ class Solver:
             'package': serialize_model(self.model, state={}),
             'quantizer': quantizer_kwargs(self.quantizer) if self.quantizer else None,
             'sig': self.xp.sig,
+            'world_size': distrib.world_size,
         }
 
     def _load_state_dict(self, state: dict) -> None:
@@ -127,8 +128,16 @@ class Solver:
         """Resume from this XP's checkpoint, or start from `continue_from`'s weights."""
         path = checkpoint_path(self.folder)
         if path.exists():
-            self._load_state_dict(safe_load(path))
+            state = safe_load(path)
+            self._load_state_dict(state)
             logger.info("Resumed from %s at epoch %d", path, len(self.history))
+            before = state.get('world_size', distrib.world_size)
+            if before != distrib.world_size:
+                # Each rank draws its own augmentations: same global batches, other draws.
+                logger.warning("This XP ran on %d process(es) and resumes on %d: training "
+                               "goes on, but not bitwise as it would have on %d (each process "
+                               "draws its own augmentations).", before, distrib.world_size,
+                               before)
         elif self.cfg.continue_from:
             state = load_checkpoint_of(self.cfg.continue_from, self.folder)
             weights = state['best_state'] or state['model']

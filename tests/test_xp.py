@@ -36,8 +36,11 @@ def test_sigkill_and_resume_is_exact(tiny_data, tmp_path):
     assert 1 <= partial < 5
     kill_after(start_dora(['-f', sig], killed), killed, sig, epochs_done=3, delay=0.0)
     assert len(history(killed, sig)) < 5
-    resumed = run_dora(['run', '-f', sig], killed)
+    # `dora run -d -f SIG` without a GPU resumes it in as many processes as it ran: one.
+    resumed = run_dora(['run', '-d', '-f', sig], killed)
     assert 'Resumed from' in resumed.stdout + resumed.stderr
+    assert 'No GPU: DDP with 1 CPU worker(s) (gloo), as wrote its checkpoint' in \
+        resumed.stdout + resumed.stderr
 
     assert without_durations(history(killed, sig)) == without_durations(history(straight, sig))
     expected, got = final_state(straight, sig), final_state(killed, sig)
