@@ -109,7 +109,7 @@ def explain_worker_deaths() -> None:
     manager.add = add_explained
 
 
-CPU_WORKERS = 2
+CPU_WORKERS = 1
 
 
 def _checkpoint_world_size(main: tp.Any, argv: tp.Sequence[str]) -> tp.Optional[int]:
@@ -134,9 +134,10 @@ def allow_cpu_ddp() -> None:
     (`dora run -d -f SIG`) would fail on a laptop or a CPU node. With no GPU and no
     `--ddp_workers`, this starts as many workers as wrote the XP's checkpoint, so that the
     resumed XP goes on exactly as it would have (each process draws its own augmentations),
-    or CPU_WORKERS (2: the smallest world that is distributed) for a new XP, and says so.
-    `--ddp_workers N` still chooses. Called when `separator.train` is imported, before the
-    `dora` command dispatches. Idempotent.
+    or CPU_WORKERS for a new one (1: the CPU is one device, as a GPU is; its threads already
+    use every core), and says so. So on a CPU machine `dora run -d -f SIG` does what `dora
+    run -f SIG` does. `--ddp_workers N` still chooses. Called when `separator.train` is
+    imported, before the `dora` command dispatches. Idempotent.
     """
     start = dora_run.start_ddp_workers
     if getattr(start, 'allows_cpu', False):
