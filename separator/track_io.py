@@ -220,6 +220,8 @@ class StemWriter:
         except BaseException:
             self.abort()
             raise
+        if self.raw is not None:
+            self.raw.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _failing_clearly(self) -> tp.Iterator[None]:
@@ -232,8 +234,6 @@ class StemWriter:
             if isinstance(error, OSError):
                 raise
             raise OSError(f"Could not write {self.path}: {error}") from error
-        if self.raw is not None:
-            self.raw.unlink(missing_ok=True)
 
     def _rescale(self) -> None:
         """Copy the float32 temporary into the final format, divided by the stem's peak."""
