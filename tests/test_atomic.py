@@ -88,10 +88,16 @@ class _FullDiskSink:
         pass
 
 
-def test_stem_on_a_full_disk_fails_clearly_and_keeps_the_previous_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize('clip_mode', ['rescale', 'clamp'])
+def test_stem_on_a_full_disk_fails_clearly_and_keeps_the_previous_one(tmp_path, monkeypatch,
+                                                                      clip_mode):
     target = tmp_path / 'vocals.wav'
-    sf.write(target, np.zeros((10, 2), np.float32), 100)                 # a previous result
-    args = get_parser().parse_args(['song.wav', '--clip-mode', 'clamp'])
+    args = get_parser().parse_args(['song.wav', '--clip-mode', clip_mode])
+    writer = StemWriter(target, 100, 2, args)                             # a previous result
+    writer.write(torch.full((2, 10), 0.5))
+    writer.close()
+    assert sf.info(str(target)).frames == 10 and os.listdir(tmp_path) == ['vocals.wav']
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
     writer = StemWriter(target, 100, 2, args)
     writer.sink = _FullDiskSink()
     usage = collections.namedtuple('usage', 'total used free')
