@@ -10,6 +10,7 @@ by the group as any other file.
 """
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -38,6 +39,19 @@ def temporary_path(path: PathLike, suffix: str = '.tmp') -> Path:
     os.close(fd)
     os.chmod(tmp, _FILE_MODE)
     return Path(tmp)
+
+
+def remove_temporaries(path: PathLike) -> tp.List[Path]:
+    """Remove the temporary files `atomic_file` left next to `path` when its writer was killed
+    mid-write (SIGKILL, preemption, a crash); return them. Only for a file that one process
+    writes, when it is not writing: an XP's checkpoint when the XP starts."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def is_disk_full(error: BaseException, path: PathLike) -> bool:

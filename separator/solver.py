@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from . import distrib
 from .apply import apply_model
+from .atomic import remove_temporaries
 from .augment import augment
 from .data.segments import EpochSampler
 from .ema import ModelEMA
@@ -127,6 +128,10 @@ class Solver:
     def restore(self) -> None:
         """Resume from this XP's checkpoint, or start from `continue_from`'s weights."""
         path = checkpoint_path(self.folder)
+        if distrib.is_master():
+            # A kill in the middle of a save leaves a partial copy; each would stay forever.
+            for tmp in remove_temporaries(path):
+                logger.info("Removed %s, left by a save that was interrupted", tmp.name)
         if path.exists():
             state = safe_load(path)
             self._load_state_dict(state)

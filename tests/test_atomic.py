@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -76,6 +75,17 @@ def test_folder_is_replaced_whole_and_stale_ones_removed(tmp_path):
     atomic.remove_stale_folders(tmp_path, 'track')
     assert sorted(os.listdir(tmp_path)) == sorted(
         ['track', f'.other.tmp-{dead}-abcd', f'.track.tmp-{os.getpid()}-live'])
+
+
+def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    checkpoint = tmp_path / 'checkpoint.th'
+    atomic.write_text(checkpoint, 'kept')
+    left = [tmp_path / '.checkpoint.th.k1ll3d.tmp', tmp_path / '.checkpoint.th.x2.tmp']
+    others = [tmp_path / '.history.json.k1ll3d.tmp', tmp_path / 'checkpoint.th.tmp']
+    for path in left + others:
+        path.write_text('partial')
+    assert sorted(atomic.remove_temporaries(checkpoint)) == sorted(left)
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in [checkpoint, *others])
 
 
 class _FullDiskSink:

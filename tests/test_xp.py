@@ -36,8 +36,12 @@ def test_sigkill_and_resume_is_exact(tiny_data, tmp_path):
     assert 1 <= partial < 5
     kill_after(start_dora(['-f', sig], killed), killed, sig, epochs_done=3, delay=0.0)
     assert len(history(killed, sig)) < 5
+    # What a kill in the middle of a save leaves is removed on resume.
+    leftover = xp_folder(killed, sig) / '.checkpoint.th.k1ll3d.tmp'
+    leftover.write_bytes(b'half a checkpoint')
     # `dora run -d -f SIG` without a GPU resumes it in as many processes as it ran: one.
     resumed = run_dora(['run', '-d', '-f', sig], killed)
+    assert not leftover.exists()
     assert 'Resumed from' in resumed.stdout + resumed.stderr
     assert 'No GPU: DDP with 1 CPU worker(s) (gloo), as wrote its checkpoint' in \
         resumed.stdout + resumed.stderr
