@@ -4,16 +4,47 @@ import typing as tp
 
 import torch
 
+LOSSES = ('l1', 'mse', 'l1_mrstft')
+# The multi-resolution STFT loss of BS-RoFormer and Mel-RoFormer (Lu et al. 2023, Wang et
+# al. 2023): window sizes and hop in samples at 44.1 kHz.
+MRSTFT_WINDOWS = (4096, 2048, 1024, 512, 256)
+MRSTFT_HOP = 147
 
-def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1'
-                  ) -> torch.Tensor:
-    """Loss of each example and source: [B, S, C, T] x2 -> [B, S]."""
+
+def stft_l1(estimate: torch.Tensor, sources: torch.Tensor,
+            windows: tp.Sequence[int] = MRSTFT_WINDOWS, hop: int = MRSTFT_HOP) -> torch.Tensor:
+    """Multi-resolution complex STFT L1: per window size, the mean absolute difference of the
+    real and imaginary parts (Hann window, not normalised), summed over the window sizes.
+    [B, S, C, T] x2 -> [B, S]. Window sizes longer than the signal are skipped."""
+    *batch, length = estimate.shape
+    total = estimate.new_zeros(batch[:2])
+    difference = (estimate - sources).reshape(-1, length).float()  # STFT is linear
+    for window in windows:
+        if window > length:
+            continue
+        spec = torch.stft(difference, window, hop, window=torch.hann_window(
+            window, device=difference.device), return_complex=True)
+        error = torch.view_as_real(spec).abs().reshape(*batch, -1).mean(-1)
+        total = total + error.mean(2)
+    return total
+
+
+def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1',
+                  stft_weight: float = 1.) -> torch.Tensor:
+    """Loss of each example and source: [B, S, C, T] x2 -> [B, S].
+
+    `l1_mrstft`: the L1 of the waveforms plus `stft_weight` times the multi-resolution STFT
+    L1 (`stft_l1`), the loss BS-RoFormer and Mel-RoFormer were trained with.
+    """
     if kind == 'l1':
         error = (estimate - sources).abs()
     elif kind == 'mse':
         error = (estimate - sources) ** 2
+    elif kind == 'l1_mrstft':
+        return (source_losses(estimate, sources, 'l1')
+                + stft_weight * stft_l1(estimate, sources))
     else:
-        raise ValueError(f"Unknown optim.loss={kind!r}: use l1 or mse.")
+        raise ValueError(f"Unknown optim.loss={kind!r}: use one of {', '.join(LOSSES)}.")
     return error.flatten(2).mean(2)
 
 
@@ -33,9 +64,10 @@ def kept_count(batch: int, quantile: float) -> int:
     return keep(batch)
 
 
-def target_levels(sources: torch.Tensor, kind: str = 'l1') -> torch.Tensor:
+def target_levels(sources: torch.Tensor, kind: str = 'l1', stft_weight: float = 1.
+                  ) -> torch.Tensor:
     """Level of each target stem in the units of `source_losses`: [B, S, C, T] -> [B, S]."""
-    return source_losses(torch.zeros_like(sources), sources, kind)
+    return source_losses(torch.zeros_like(sources), sources, kind, stft_weight)
 
 
 def truncation_mask(losses: torch.Tensor, quantile: float,

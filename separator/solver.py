@@ -28,7 +28,7 @@ from .atomic import remove_temporaries
 from .augment import augment
 from .data.segments import EpochSampler
 from .ema import ModelEMA
-from .losses import (kept_count, source_losses, target_levels, truncation_mask,
+from .losses import (LOSSES, kept_count, source_losses, target_levels, truncation_mask,
                      weighted_loss)
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
@@ -92,9 +92,16 @@ class Solver:
         self.batch_size = self.cfg.batch_size // distrib.world_size
         if self.cfg.optim.loss_truncation:
             kept_count(self.batch_size, self.cfg.optim.loss_truncation)  # raises if too small
+        if self.cfg.optim.loss not in LOSSES:
+            raise ValueError(f"Unknown optim.loss={self.cfg.optim.loss!r}: use one of "
+                             f"{', '.join(LOSSES)}.")
         if self.cfg.optim.truncation_rank not in ('loss', 'relative'):
             raise ValueError(f"optim.truncation_rank={self.cfg.optim.truncation_rank!r}: use "
                              f"loss or relative.")
+
+    def _source_losses(self, estimate: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        return source_losses(estimate.float(), sources, self.cfg.optim.loss,
+                             self.cfg.optim.stft_weight)
 
     def _state_dict(self) -> dict:
         return {
@@ -199,12 +206,13 @@ class Solver:
             with sync:
                 with self._autocast():
                     estimate = self.dmodel(mix)
-                losses = source_losses(estimate.float(), sources, self.cfg.optim.loss)
+                losses = self._source_losses(estimate, sources)
                 mask = None
                 if self.cfg.optim.loss_truncation:
                     levels = None
                     if self.cfg.optim.truncation_rank == 'relative':
-                        levels = target_levels(sources, self.cfg.optim.loss)
+                        levels = target_levels(sources, self.cfg.optim.loss,
+                                               self.cfg.optim.stft_weight)
                     mask = truncation_mask(losses, self.cfg.optim.loss_truncation, levels)
                 loss = weighted_loss(losses, self.weights, mask)
                 objective = loss
@@ -260,7 +268,7 @@ class Solver:
             sources = sources.to(self.device)
             with self._autocast():
                 estimate = self.model(sources.sum(1))
-            losses = source_losses(estimate.float(), sources, self.cfg.optim.loss)
+            losses = self._source_losses(estimate, sources)
             batch = len(sources)
             per_source = losses.sum(0)
             values = {'loss': weighted_loss(losses, self.weights).item() * batch}

@@ -46,6 +46,25 @@ def test_losses_and_weights():
         source_losses(est, ref, 'l3')
 
 
+def test_multi_resolution_stft_loss():
+    """l1_mrstft = waveform L1 + the L1 of the STFTs' real and imaginary parts per window."""
+    from separator.losses import stft_l1
+    torch.manual_seed(0)
+    ref = torch.randn(2, 3, 2, 1000)
+    est = ref.clone()
+    est[1, 2] += 0.1 * torch.randn(2, 1000)
+    losses = source_losses(est, ref, 'l1_mrstft')
+    assert losses.shape == (2, 3) and (losses[1, 2] > 0) and (losses.flatten()[:-1] == 0).all()
+    spec = torch.stft((est - ref)[1, 2], 512, 147, window=torch.hann_window(512),
+                      return_complex=True)
+    by_hand = (est - ref)[1, 2].abs().mean() + torch.view_as_real(spec).abs().mean()
+    # windows 4096, 2048, 1024 are longer than the 1000 samples: skipped
+    assert torch.allclose(source_losses(est, ref, 'l1_mrstft', stft_weight=1.)[1, 2],
+                          by_hand + stft_l1(est, ref, windows=[256])[1, 2])
+    assert torch.allclose(source_losses(est, ref, 'l1_mrstft', stft_weight=0.),
+                          source_losses(est, ref, 'l1'))
+
+
 def test_augment_is_seeded_and_keeps_content():
     sources = torch.randn(8, 4, 2, 100)
 
