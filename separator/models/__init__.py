@@ -3,10 +3,14 @@ import typing as tp
 
 from .hdemucs import HDemucs
 from .htdemucs import HTDemucs
+from .tfc_tdf import TFCTDFNet
+from .xumx import XUMX
 
 MODELS: tp.Dict[str, type] = {
     'hdemucs': HDemucs,
     'htdemucs': HTDemucs,
+    'tfc_tdf': TFCTDFNet,
+    'xumx': XUMX,   # xumx.bridge=false: Open-Unmix
 }
 
 

@@ -1,0 +1,53 @@
+"""Every architecture of the registry goes the whole way: a Dora XP trains and tests it, the
+export packages it, and the `separator` command separates a song with it."""
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from separator.models import MODELS
+
+from .conftest import SOURCES, TINY, final_state, history, run_dora, run_python, signature
+
+# Small hyper-parameters per model (the full-size ones are the defaults of conf/config.yaml).
+TINY_MODELS = {
+    'hdemucs': [],   # variant=tiny's
+    'htdemucs': ['htdemucs.channels=4', 'htdemucs.nfft=2048', 'htdemucs.bottom_channels=16',
+                 'htdemucs.t_layers=1', 'htdemucs.t_heads=2', 'htdemucs.dconv_comp=4'],
+    'tfc_tdf': ['tfc_tdf.n_fft=1024', 'tfc_tdf.hop_length=256', 'tfc_tdf.dim_f=512',
+                'tfc_tdf.num_channels=8', 'tfc_tdf.growth=8', 'tfc_tdf.num_scales=2',
+                'tfc_tdf.num_blocks_per_scale=1'],
+    'xumx': ['xumx.nfft=1024', 'xumx.hop_length=256', 'xumx.hidden_size=16',
+             'xumx.lstm_layers=1'],
+}
+
+
+def test_every_registered_model_is_covered():
+    assert sorted(TINY_MODELS) == sorted(MODELS)
+
+
+@pytest.mark.parametrize('model', sorted(set(TINY_MODELS) - {'hdemucs', 'htdemucs'}))
+def test_model_trains_exports_and_separates(model, tiny_data, tmp_path):
+    args = [*TINY, f'dset.musdb={tiny_data}', f'model={model}', *TINY_MODELS[model],
+            'epochs=1', 'max_batches=2', 'test.every=1', 'test.max_tracks=1']
+    sig = signature(run_dora(['run', *args], tmp_path))
+    entry = history(tmp_path, sig)[0]
+    assert math.isfinite(entry['train']['loss']) and math.isfinite(entry['valid']['loss'])
+    assert math.isfinite(entry['test']['nsdr']), entry
+    klass = MODELS[model]
+    assert final_state(tmp_path, sig)['package']['klass'].endswith(klass.__name__)
+
+    xps = tmp_path / 'outputs' / 'xps'
+    export = run_python(['-m', 'tools.export', sig, '--xps', str(xps), '-o', 'release'],
+                        tmp_path)
+    assert export.returncode == 0, export.stderr
+    song = (0.1 * np.random.default_rng(0).standard_normal((int(1.3 * 44100), 2))
+            ).astype(np.float32)
+    sf.write(tmp_path / 'song.wav', song, 44100)
+    result = run_python(['-m', 'separator.separate', '--repo', 'release', '-n', sig,
+                         '--shifts', '0', '-j', '1', 'song.wav'], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for source in SOURCES:
+        stem, rate = sf.read(tmp_path / 'separated' / sig / 'song' / f'{source}.wav')
+        assert stem.shape == song.shape and rate == 44100
