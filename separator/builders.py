@@ -129,11 +129,36 @@ def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
     return train_set, valid_set, WholeTracks(test, dset.sources)
 
 
-def get_model(cfg: tp.Any) -> torch.nn.Module:
+def get_model(cfg: tp.Any, xps: tp.Optional[Path] = None) -> torch.nn.Module:
+    """The model of `cfg.model`, built from its section; `xps` (Dora's XP folder) holds the
+    trained XPs that `model=mixer` blends."""
     klass = get_model_class(cfg.model)
     kwargs = OmegaConf.to_container(cfg[cfg.model], resolve=True)
-    return klass(sources=list(cfg.dset.sources), audio_channels=cfg.dset.channels,
-                 samplerate=cfg.dset.samplerate, segment=cfg.dset.segment, **kwargs)
+    weights = None
+    if cfg.model == 'mixer':
+        kwargs['separators'], weights = separators_of(kwargs.pop('models'), xps)
+    model = klass(sources=list(cfg.dset.sources), audio_channels=cfg.dset.channels,
+                  samplerate=cfg.dset.samplerate, segment=cfg.dset.segment, **kwargs)
+    if weights is not None:
+        model.load_separators(weights)
+    return model
+
+
+def separators_of(sigs: tp.Sequence[str], xps: tp.Optional[Path]
+                  ) -> tp.Tuple[tp.List[dict], tp.List[dict]]:
+    """`mixer.models`: the packages (without weights) and the best weights of XPs `sigs`."""
+    if not sigs:
+        raise ValueError("model=mixer needs mixer.models=[SIG, ...]: the signatures of the "
+                         "trained XPs to blend.")
+    if xps is None:
+        raise ValueError("model=mixer reads its separators from Dora's XP folder: run it "
+                         "with `dora run`.")
+    packages, weights = [], []
+    for sig in sigs:
+        checkpoint = states.read_xp_checkpoint(str(sig), xps, f"mixer.models: {sig}")
+        packages.append({key: checkpoint['package'][key] for key in ('klass', 'args', 'kwargs')})
+        weights.append(states.checkpoint_weights(checkpoint))
+    return packages, weights
 
 
 def get_optimizer(cfg: tp.Any, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -48,7 +48,7 @@ def main(cfg):
         run_filter(cfg, xp)
         return
     torch.manual_seed(cfg.seed)
-    model = builders.get_model(cfg).to(device)
+    model = builders.get_model(cfg, xps=xp.folder.parent).to(device)
     size = sum(p.numel() for p in model.parameters())
     logger.info("Model %s: %.2f M parameters", cfg.model, size / 1e6)
     if cfg.misc.show:

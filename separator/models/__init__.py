@@ -3,6 +3,7 @@ import typing as tp
 
 from .hdemucs import HDemucs
 from .htdemucs import HTDemucs
+from .mixer import Mixer
 from .tfc_tdf import TFCTDFNet
 from .xumx import XUMX
 
@@ -11,6 +12,7 @@ MODELS: tp.Dict[str, type] = {
     'htdemucs': HTDemucs,
     'tfc_tdf': TFCTDFNet,
     'xumx': XUMX,   # xumx.bridge=false: Open-Unmix
+    'mixer': Mixer,
 }
 
 
