@@ -1,10 +1,11 @@
 """Training losses: per-example, per-source losses and their weighted reduction."""
+import itertools
 import math
 import typing as tp
 
 import torch
 
-LOSSES = ('l1', 'mse', 'l1_mrstft')
+LOSSES = ('l1', 'mse', 'l1_mrstft', 'xumx')
 # The multi-resolution STFT loss of BS-RoFormer and Mel-RoFormer (Lu et al. 2023, Wang et
 # al. 2023): window sizes and hop in samples at 44.1 kHz.
 MRSTFT_WINDOWS = (4096, 2048, 1024, 512, 256)
@@ -43,6 +44,9 @@ def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1
     elif kind == 'l1_mrstft':
         return (source_losses(estimate, sources, 'l1')
                 + stft_weight * stft_l1(estimate, sources))
+    elif kind == 'xumx':
+        raise ValueError("optim.loss=xumx has combination terms, not per-source ones: use "
+                         "xumx_loss (the solver validates xumx XPs with l1).")
     else:
         raise ValueError(f"Unknown optim.loss={kind!r}: use one of {', '.join(LOSSES)}.")
     return error.flatten(2).mean(2)
@@ -106,3 +110,127 @@ def weighted_loss(losses: torch.Tensor, weights: tp.Optional[tp.Sequence[float]]
     if weights.sum() <= 0:
         raise ValueError("weights must have a positive sum.")
     return (per_source * weights).sum() / weights.sum()
+
+
+# ------------------------------------------------------------------------------- X-UMX
+# The multi-domain loss with combinations of X-UMX (Sawata et al., ICASSP 2021), as the
+# official code computes it (sony/ai-research-code x-umx/loss.py, model.py; asteroid's port:
+# egs/musdb18/X-UMX/train.py): a magnitude MSE plus `alpha` times a weighted-SDR loss on the
+# waveforms, each averaged over the combinations of sources.
+XUMX_ALPHA = 10.    # the official --mcoef: loss = alpha * time term + frequency term
+# The official weighted SDR ignores this many samples at both ends of the waveforms (the
+# "post trimming" of sony/ai-research-code commit ff50b14; asteroid's port does not trim).
+XUMX_EDGE = 200
+
+
+def source_combinations(count: int) -> tp.List[tp.Tuple[int, ...]]:
+    """The 2^S - 2 non-empty proper subsets of S sources, by size then in lexicographic order.
+
+    The single sources come first: the official code's "4C1 + 4C2 + 4C3", 14 combinations
+    of 4 sources (the whole set, whose sum is the mixture, is left out)."""
+    if count < 2:
+        raise ValueError(f"optim.loss=xumx combines sources and needs at least 2 of them, "
+                         f"got {count}: use another optim.loss.")
+    return [combination for size in range(1, count)
+            for combination in itertools.combinations(range(count), size)]
+
+
+def combination_sums(x: torch.Tensor) -> torch.Tensor:
+    """`[B, S, *]` -> `[B, K, *]`: the sum of the sources of each `source_combinations(S)`."""
+    return torch.stack([x[:, list(combination)].sum(1)
+                        for combination in source_combinations(x.shape[1])], 1)
+
+
+def _cosine(u: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+    """<u, v> / (|u| |v|) over the last dimension, with the official code's eps under both
+    square roots (finite gradients for a silent signal) and in the denominator."""
+    norms = (eps + (u * u).sum(-1)).sqrt() * (eps + (v * v).sum(-1)).sqrt()
+    return (u * v).sum(-1) / (norms + eps)
+
+
+def weighted_sdr(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
+                 eps: float = 1e-10) -> torch.Tensor:
+    """Weighted-SDR loss of each signal (Choi et al. 2019, "Phase-aware Speech Enhancement
+    with Deep Complex U-Net"), over the last dimension: `[*, T]` x3 -> `[*]` (broadcast).
+
+    -a cos(y^, y) - (1 - a) cos(x - y^, x - y), a = |y|^2 / (|y|^2 + |x - y|^2), with y the
+    target, y^ its estimate and x the mixture: the estimate and the rest of the mixture are
+    both judged, each in proportion to its energy. In [-1, 1]; -1 for a perfect estimate.
+    """
+    noise = mix - target
+    target_energy = (target * target).sum(-1)
+    weight = target_energy / (target_energy + (noise * noise).sum(-1) + eps)
+    return (-weight * _cosine(estimate, target, eps)
+            - (1 - weight) * _cosine(mix - estimate, noise, eps))
+
+
+def _trim_edges(x: torch.Tensor, edge: int) -> torch.Tensor:
+    """`x` without `edge` samples at both ends; whole if that would leave nothing."""
+    if edge <= 0 or x.shape[-1] <= 2 * edge:
+        return x
+    return x[..., edge:-edge]
+
+
+def xumx_time_loss(estimate: torch.Tensor, sources: torch.Tensor,
+                   mix: tp.Optional[torch.Tensor] = None, edge: int = XUMX_EDGE
+                   ) -> torch.Tensor:
+    """1 + the weighted SDR of each combination of sources (the sum of its estimates against
+    the sum of its targets; the mixture is the same for all), averaged over combinations and
+    channels: `[B, S, C, T]` x2 (and the mixture `[B, C, T]`, by default the sum of the
+    sources) -> `[B]`. The official code averages over combinations x batch x channels,
+    which is the batch mean of this; its 1 + makes a perfect estimate cost 0."""
+    if mix is None:
+        mix = sources.sum(1)
+    estimate, sources, mix = (_trim_edges(x, edge) for x in (estimate, sources, mix))
+    scores = weighted_sdr(combination_sums(estimate), combination_sums(sources), mix[:, None])
+    return 1 + scores.flatten(1).mean(1)
+
+
+def xumx_freq_loss(magnitudes: torch.Tensor, target_magnitudes: torch.Tensor
+                   ) -> torch.Tensor:
+    """The squared error of each combination's magnitudes (the sum of the magnitudes of its
+    sources, for the estimates and for the targets alike, as in the official code), averaged
+    over combinations, channels, bins and frames: `[B, S, C, F, N]` x2 -> `[B]`. The
+    official code averages 14 MSEs over batch x channels x bins x frames: the batch mean."""
+    if magnitudes.shape != target_magnitudes.shape:
+        raise ValueError(f"Magnitude estimates {tuple(magnitudes.shape)} and targets "
+                         f"{tuple(target_magnitudes.shape)} differ in shape.")
+    error = combination_sums(magnitudes - target_magnitudes)  # the sums are linear
+    return (error * error).flatten(1).mean(1)
+
+
+def xumx_loss(estimate: torch.Tensor, magnitudes: torch.Tensor, sources: torch.Tensor,
+              target_magnitudes: torch.Tensor, alpha: float = XUMX_ALPHA,
+              magnitude_scale: float = 1., mix: tp.Optional[torch.Tensor] = None,
+              edge: int = XUMX_EDGE) -> torch.Tensor:
+    """X-UMX's multi-domain loss with combinations, per example: `[B]`, the official loss
+    being its batch mean. Waveforms `[B, S, C, T]`, magnitudes `[B, S, C, F, N]`.
+
+    `xumx_freq_loss` of the magnitudes times `magnitude_scale` plus `alpha` times
+    `xumx_time_loss`. The term is a squared error, so it scales by `magnitude_scale ** 2`:
+    the magnitudes of a normalised STFT (`models.spec`, 1 / sqrt(nfft)) need
+    `magnitude_scale=sqrt(nfft)` to be in the official units (an unnormalised STFT), so that
+    `alpha` balances the two terms as in the paper.
+
+    There is no per-source decomposition (a combination belongs to several sources), hence
+    no per-source weight and no loss truncation (`check_loss_options`).
+    """
+    frequency = xumx_freq_loss(magnitudes, target_magnitudes) * magnitude_scale ** 2
+    return frequency + alpha * xumx_time_loss(estimate, sources, mix, edge)
+
+
+def check_loss_options(kind: str, weights: tp.Optional[tp.Sequence[float]] = None,
+                       truncation: tp.Optional[float] = None) -> None:
+    """Refuse the options that make no sense with the loss `kind`: per-source weights and
+    loss truncation (a per-source ranking of the examples) with xumx, whose terms are
+    combinations of sources."""
+    if kind != 'xumx':
+        return
+    if weights is not None:
+        raise ValueError(f"weights={list(weights)} are per-source loss weights, but the terms "
+                         f"of optim.loss=xumx are combinations of sources, weighted equally as "
+                         f"in X-UMX: set weights=null, or use another optim.loss.")
+    if truncation:
+        raise ValueError(f"optim.loss_truncation={truncation} ranks per-source losses, but "
+                         f"the terms of optim.loss=xumx are combinations of sources: set "
+                         f"optim.loss_truncation=null, or use another optim.loss.")

@@ -13,6 +13,7 @@ mode, run with the quantized weights (diffq's hooks swap them in for every forwa
 import concurrent.futures
 import contextlib
 import logging
+import math
 import multiprocessing
 import time
 import typing as tp
@@ -28,8 +29,8 @@ from .atomic import remove_temporaries
 from .augment import augment
 from .data.segments import EpochSampler
 from .ema import ModelEMA
-from .losses import (LOSSES, kept_count, source_losses, target_levels, truncation_mask,
-                     weighted_loss)
+from .losses import (LOSSES, check_loss_options, kept_count, source_losses, target_levels,
+                     truncation_mask, weighted_loss, xumx_loss)
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
 from .states import (DIFFQ_SUFFIX, atomic_save, checkpoint_path, copy_state,
@@ -83,6 +84,7 @@ class Solver:
             raise ValueError(f"weights={self.weights} must have one value per source "
                              f"{list(cfg.dset.sources)}.")
         self._check_batch_size()
+        self._check_loss_model()
 
     # ---------------------------------------------------------------- state
     def _check_batch_size(self) -> None:
@@ -90,6 +92,8 @@ class Solver:
             raise ValueError(f"batch_size={self.cfg.batch_size} is global and must be divisible "
                              f"by the number of processes ({distrib.world_size}).")
         self.batch_size = self.cfg.batch_size // distrib.world_size
+        # Before kept_count: xumx refuses truncation whatever the batch size.
+        check_loss_options(self.cfg.optim.loss, self.weights, self.cfg.optim.loss_truncation)
         if self.cfg.optim.loss_truncation:
             kept_count(self.batch_size, self.cfg.optim.loss_truncation)  # raises if too small
         if self.cfg.optim.loss not in LOSSES:
@@ -99,9 +103,59 @@ class Solver:
             raise ValueError(f"optim.truncation_rank={self.cfg.optim.truncation_rank!r}: use "
                              f"loss or relative.")
 
+    def _check_loss_model(self) -> None:
+        """optim.loss=xumx needs the magnitude estimates and targets of a magnitude model."""
+        if self.cfg.optim.loss == 'xumx' and not callable(getattr(self.model, 'magnitude', None)):
+            raise ValueError(f"optim.loss=xumx needs a model with magnitude estimates (model=xumx"
+                             f"), not {type(self.model).__name__}: use model=xumx, or another "
+                             f"optim.loss.")
+
     def _source_losses(self, estimate: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        return source_losses(estimate.float(), sources, self.cfg.optim.loss,
-                             self.cfg.optim.stft_weight)
+        """Per-example, per-source losses `[B, S]`: those of training, and of validation.
+
+        An xumx XP is validated (and its per-source training losses logged) with the L1 of
+        the waveforms: the xumx loss has no per-source terms, and in eval mode the model
+        separates through the Wiener filter, whose output the magnitude estimates (the
+        frequency term) do not describe; the L1 also keeps its validation loss comparable
+        with the XPs of the default loss.
+        """
+        kind = 'l1' if self.cfg.optim.loss == 'xumx' else self.cfg.optim.loss
+        return source_losses(estimate.float(), sources, kind, self.cfg.optim.stft_weight)
+
+    def _xumx_loss(self, mix: torch.Tensor, sources: torch.Tensor
+                   ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """The X-UMX training loss of a batch, and its per-source L1 `[B, S]` for the logs."""
+        with self._autocast():
+            # Through the DDP wrapper, whose forward synchronises the gradients.
+            estimate, magnitudes = self.dmodel(mix, with_magnitudes=True)
+        with torch.no_grad():  # the targets' STFT: no parameter, no gradient
+            targets = self.model.magnitude(sources)
+        # models.spec's STFT is normalised (1 / sqrt(nfft)), the official X-UMX's is not:
+        # sqrt(nfft) brings the magnitudes to its units, so that alpha (xumx_alpha, the
+        # official --mcoef) balances the frequency and time terms as in the paper.
+        scale = math.sqrt(self.model.nfft)
+        loss = xumx_loss(estimate.float(), magnitudes.float(), sources, targets,
+                         self.cfg.optim.xumx_alpha, scale, mix).mean()
+        with torch.no_grad():
+            losses = self._source_losses(estimate, sources)
+        return loss, losses
+
+    def _train_loss(self, mix: torch.Tensor, sources: torch.Tensor
+                    ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """The training loss of a batch and its per-source losses `[B, S]`."""
+        if self.cfg.optim.loss == 'xumx':
+            return self._xumx_loss(mix, sources)
+        with self._autocast():
+            estimate = self.dmodel(mix)
+        losses = self._source_losses(estimate, sources)
+        mask = None
+        if self.cfg.optim.loss_truncation:
+            levels = None
+            if self.cfg.optim.truncation_rank == 'relative':
+                levels = target_levels(sources, self.cfg.optim.loss,
+                                       self.cfg.optim.stft_weight)
+            mask = truncation_mask(losses, self.cfg.optim.loss_truncation, levels)
+        return weighted_loss(losses, self.weights, mask), losses
 
     def _state_dict(self) -> dict:
         return {
@@ -204,17 +258,7 @@ class Solver:
             sync = contextlib.nullcontext() if step or self.dmodel is self.model \
                 else self.dmodel.no_sync()
             with sync:
-                with self._autocast():
-                    estimate = self.dmodel(mix)
-                losses = self._source_losses(estimate, sources)
-                mask = None
-                if self.cfg.optim.loss_truncation:
-                    levels = None
-                    if self.cfg.optim.truncation_rank == 'relative':
-                        levels = target_levels(sources, self.cfg.optim.loss,
-                                               self.cfg.optim.stft_weight)
-                    mask = truncation_mask(losses, self.cfg.optim.loss_truncation, levels)
-                loss = weighted_loss(losses, self.weights, mask)
+                loss, losses = self._train_loss(mix, sources)
                 objective = loss
                 if self.quantizer is not None:
                     size = self.quantizer.model_size()  # MB, differentiable
