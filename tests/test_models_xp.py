@@ -17,6 +17,16 @@ TINY_MODELS = {
                 'tfc_tdf.num_blocks_per_scale=1'],
     'xumx': ['xumx.nfft=1024', 'xumx.hop_length=256', 'xumx.hidden_size=16',
              'xumx.lstm_layers=1'],
+    'bsrnn': ['bsrnn.dim=16', 'bsrnn.num_layers=1', 'bsrnn.rnn_hidden=16', 'bsrnn.mask_mult=1',
+              'bsrnn.n_fft=1024', 'bsrnn.hop_length=256'],
+    'bs_roformer': ['bs_roformer.dim=16', 'bs_roformer.depth=1', 'bs_roformer.heads=2',
+                    'bs_roformer.dim_head=8', 'bs_roformer.mask_mult=1',
+                    'bs_roformer.n_fft=1024', 'bs_roformer.hop_length=256',
+                    'optim.loss=l1_mrstft'],
+    'mel_roformer': ['mel_roformer.dim=16', 'mel_roformer.depth=1', 'mel_roformer.heads=2',
+                     'mel_roformer.dim_head=8', 'mel_roformer.mask_mult=1',
+                     'mel_roformer.n_fft=1024', 'mel_roformer.hop_length=256',
+                     'mel_roformer.num_bands=16', 'optim.loss=l1_mrstft'],
 }
 
 

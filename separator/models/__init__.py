@@ -1,9 +1,11 @@
 """Model registry: maps the names used in configs to model classes."""
 import typing as tp
 
+from .bsrnn import BSRNN
 from .hdemucs import HDemucs
 from .htdemucs import HTDemucs
 from .mixer import Mixer
+from .roformer import BSRoFormer, MelRoFormer
 from .tfc_tdf import TFCTDFNet
 from .xumx import XUMX
 
@@ -12,6 +14,9 @@ MODELS: tp.Dict[str, type] = {
     'htdemucs': HTDemucs,
     'tfc_tdf': TFCTDFNet,
     'xumx': XUMX,   # xumx.bridge=false: Open-Unmix
+    'bsrnn': BSRNN,
+    'bs_roformer': BSRoFormer,
+    'mel_roformer': MelRoFormer,
     'mixer': Mixer,
 }
 
