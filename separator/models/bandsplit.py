@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .spec import ispectro, spectro
+from .spec import check_stft, ispectro, spectro
 
 Band = tp.Tuple[int, int]   # STFT bins [start, stop)
 
@@ -108,16 +108,6 @@ def check_bands(bands: tp.Sequence[Band], n_bins: int, fix: str) -> None:
     if missing:
         raise ValueError(f"Bins {missing[:5]}{'...' if len(missing) > 5 else ''} are in no "
                          f"band: {fix}")
-
-
-def check_stft(n_fft: int, hop_length: int) -> None:
-    """Raise a ValueError naming the fix for an unusable STFT size or hop."""
-    if n_fft < 4 or n_fft % 2:
-        raise ValueError(f"n_fft={n_fft} must be even and >= 4 (e.g. 2048).")
-    if not 1 <= hop_length <= n_fft // 2:
-        raise ValueError(f"hop_length={hop_length} must be between 1 and n_fft // 2 = "
-                         f"{n_fft // 2} (the iSTFT needs overlapping windows): e.g. "
-                         f"n_fft // 4 = {n_fft // 4}.")
 
 
 def hz_bands(n_fft: int, samplerate: float,

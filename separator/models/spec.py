@@ -11,6 +11,17 @@ import torch
 from torch.nn import functional as F
 
 
+def check_stft(n_fft: int, hop_length: int, name: str = 'n_fft') -> None:
+    """Raise a ValueError naming the fix for an STFT size or hop that `ispectro` cannot
+    invert: an even `n_fft`, windows that overlap. `name`: the model's name for n_fft."""
+    if n_fft < 4 or n_fft % 2:
+        raise ValueError(f"{name}={n_fft} must be even and >= 4 (e.g. 2048).")
+    if not 1 <= hop_length <= n_fft // 2:
+        raise ValueError(f"hop_length={hop_length} must be between 1 and {name} // 2 = "
+                         f"{n_fft // 2} (the iSTFT needs overlapping windows): e.g. "
+                         f"hop_length={n_fft // 4} ({name} // 4).")
+
+
 def spectro(x: torch.Tensor, n_fft: int = 4096,
             hop_length: tp.Optional[int] = None) -> torch.Tensor:
     """Complex STFT of `x` of shape `[*, T]`, returns `[*, n_fft // 2 + 1, frames]`.

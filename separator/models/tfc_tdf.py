@@ -71,7 +71,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..states import capture_init
-from .spec import channels_to_complex, complex_to_channels, ispectro, spectro
+from .spec import check_stft, channels_to_complex, complex_to_channels, ispectro, spectro
 
 NORMS = "InstanceNorm, BatchNorm, GroupNorm<groups> (e.g. GroupNorm4) or none"
 ACTS = "gelu, relu, elu or elu<alpha> (e.g. elu0.5)"
@@ -261,14 +261,9 @@ def check_scale(scale: tp.Sequence[int]) -> tp.Tuple[int, int]:
     return int(scale[0]), int(scale[1])
 
 
-def check_stft(n_fft: int, hop_length: int, dim_f: int) -> None:
+def check_stft_bins(n_fft: int, hop_length: int, dim_f: int) -> None:
     """Raise a ValueError naming the fix if the STFT settings are inconsistent."""
-    if n_fft < 4 or n_fft % 2:
-        raise ValueError(f"n_fft must be even and >= 4, got {n_fft}.")
-    if not 1 <= hop_length <= n_fft // 2:
-        raise ValueError(f"hop_length={hop_length} must be between 1 and n_fft // 2 = "
-                         f"{n_fft // 2} (the iSTFT needs overlapping windows); n_fft // 4 "
-                         f"or n_fft // 8 is usual.")
+    check_stft(n_fft, hop_length)
     bins = n_fft // 2 + 1
     if not 1 <= dim_f <= bins:
         raise ValueError(f"dim_f={dim_f} must be between 1 and n_fft // 2 + 1 = {bins} (the "
@@ -335,7 +330,7 @@ class TFCTDFNet(nn.Module):
         if growth < 0:
             raise ValueError(f"growth must be >= 0, got {growth}.")
         time_scale, freq_scale = check_scale(scale)
-        check_stft(n_fft, hop_length, dim_f)
+        check_stft_bins(n_fft, hop_length, dim_f)
         check_freqs(dim_f, num_subbands, num_scales, freq_scale, bottleneck_factor)
         channel_counts = [num_channels + index * growth for index in range(num_scales + 1)]
         check_norm(norm, channel_counts)

@@ -66,7 +66,7 @@ from torch.nn import functional as F
 
 from ..states import capture_init
 from .. import wiener  # a module, not its function: wiener.py imports models.spec
-from .spec import ispectro, spectro, with_phase_of
+from .spec import check_stft, ispectro, spectro, with_phase_of
 
 
 def bandwidth_bins(samplerate: float, nfft: int, bandwidth: float) -> int:
@@ -85,12 +85,7 @@ def check_hyperparams(sources: tp.Sequence[str], audio_channels: int, samplerate
         raise ValueError("XUMX needs at least one source.")
     if audio_channels < 1:
         raise ValueError(f"audio_channels must be >= 1, got {audio_channels}.")
-    if nfft < 16 or nfft % 2:
-        raise ValueError(f"nfft={nfft} must be even and >= 16.")
-    if not 1 <= hop_length <= nfft // 2:
-        raise ValueError(f"hop_length={hop_length} must be in [1, nfft // 2 = {nfft // 2}] "
-                         f"for the iSTFT to invert (Hann window overlap): use hop_length="
-                         f"{nfft // 4} (nfft // 4).")
+    check_stft(nfft, hop_length, 'nfft')
     nyquist = samplerate / 2
     if not 0 < bandwidth <= nyquist:
         raise ValueError(f"bandwidth={bandwidth} Hz must be in (0, samplerate / 2 = {nyquist:g}"
