@@ -1,5 +1,4 @@
 """Tests for the band-split models: BSRNN, BS-RoFormer, Mel-RoFormer and their bands."""
-import math
 import typing as tp
 
 import pytest
@@ -12,6 +11,8 @@ from separator.models.bandsplit import (BS_ROFORMER_BINS, average_band_masks, ba
 from separator.models.bsrnn import BSRNN
 from separator.models.roformer import BSRoFormer, MelRoFormer, apply_rotary, rotary_cos_sin
 from separator.states import atomic_save, load_model, safe_load, serialize_model
+
+from .conftest import assert_overfits
 
 SOURCES = ['low', 'bursts']
 MUSDB = ['drums', 'bass', 'other', 'vocals']
@@ -287,22 +288,6 @@ def test_invalid_hyperparams_name_the_fix():
 
 @pytest.mark.parametrize('name', NAMES)
 def test_overfits_one_example(name):
-    """A low sine (source 0) + noise bursts (source 1), 1 s mono: the L1 loss must drop."""
-    torch.manual_seed(0)
-    samplerate = 44100
-    time = torch.arange(samplerate) / samplerate
-    low = 0.5 * torch.sin(2 * math.pi * 110 * time)
-    bursts = 0.3 * torch.randn(samplerate) * ((time * 4) % 1 < 0.25).float()
-    target = torch.stack([low, bursts])[None, :, None]  # [1, S, 1, T]
-    mix = target.sum(1)
+    """The model fits one example (`assert_overfits`)."""
     klass, config = TINY[name]
-    model = klass(SOURCES, audio_channels=1, **config)
-    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = (model(mix) - target).abs().mean()
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-    assert min(losses[-5:]) < 0.5 * losses[0], losses[::5]
+    assert_overfits(lambda: klass(SOURCES, audio_channels=1, **config), steps=30)

@@ -1,11 +1,12 @@
 """Tests for CrossNet-Open-Unmix (X-UMX) and Open-Unmix (`bridge=False`)."""
-import math
 
 import pytest
 import torch
 
 from separator.models.xumx import XUMX, bandwidth_bins
 from separator.states import atomic_save, load_model, safe_load, serialize_model
+
+from .conftest import assert_overfits
 
 SOURCES = ['low', 'bursts', 'other']
 
@@ -148,25 +149,9 @@ def test_paper_size(bridge):
 
 
 def test_overfits_one_example():
-    """A low sine (source 0) + noise bursts (source 1), 1 s mono: the L1 loss must drop."""
-    torch.manual_seed(0)
-    samplerate = 44100
-    time = torch.arange(samplerate) / samplerate
-    low = 0.5 * torch.sin(2 * math.pi * 110 * time)
-    bursts = 0.3 * torch.randn(samplerate) * ((time * 4) % 1 < 0.25).float()
-    target = torch.stack([low, bursts])[None, :, None]  # [1, S, 1, T]
-    mix = target.sum(1)
-    model = XUMX(['low', 'bursts'], audio_channels=1, hidden_size=32, lstm_layers=1,
-                 nfft=1024, hop_length=256)
-    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(50):
-        loss = (model(mix) - target).abs().mean()
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-    assert min(losses[-5:]) < 0.5 * losses[0], losses[::10]
+    """The model fits one example (`assert_overfits`)."""
+    assert_overfits(lambda: XUMX(['low', 'bursts'], audio_channels=1, hidden_size=32,
+                                 lstm_layers=1, nfft=1024, hop_length=256), lr=1e-2)
 
 
 @pytest.mark.parametrize('iterations', [0, 1])
