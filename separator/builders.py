@@ -69,12 +69,18 @@ def get_tracks(dset: tp.Any) -> tp.Tuple[tp.List[TrackInfo], tp.List[TrackInfo],
     cache = absolute_path(dset.metadata)
 
     def index(folder: Path) -> tp.List[TrackInfo]:
-        return index_tracks(folder, dset.sources, dset.samplerate, dset.channels, cache)
+        return index_tracks(folder, dset.sources, dset.samplerate, dset.channels, cache,
+                            dset.mixture_name)
 
-    train_folder = absolute_path(dset.train_folder) if dset.train_folder else root / 'train'
-    valid_tracks = None if dset.valid_tracks is None else list(dset.valid_tracks)
-    train, valid = split_valid(index(train_folder), valid_tracks, dset.valid_count)
-    return train, valid, index(root / 'test')
+    train_folder = (absolute_path(dset.train_folder) if dset.train_folder
+                    else root / dset.train_split)
+    train = index(train_folder)
+    if dset.valid_split:   # a validation set of its own (DnR's cv)
+        valid = index(root / dset.valid_split)
+    else:
+        valid_tracks = None if dset.valid_tracks is None else list(dset.valid_tracks)
+        train, valid = split_valid(train, valid_tracks, dset.valid_count)
+    return train, valid, index(root / dset.test_split)
 
 
 def clean_lists_folder(value: str, xps: tp.Optional[Path]) -> Path:

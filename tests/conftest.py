@@ -22,18 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_track(folder: Path, seconds: float = 2., samplerate: int = 44100, channels: int = 2,
-                seed: int = 0, mixture: bool = True) -> tp.Dict[str, np.ndarray]:
-    """Write one track of noise stems (and their sum as mixture.wav) into `folder`."""
+                seed: int = 0, mixture: bool = True, sources: tp.Sequence[str] = SOURCES,
+                mixture_name: str = 'mixture') -> tp.Dict[str, np.ndarray]:
+    """Write one track of noise stems (and their sum as `mixture_name`.wav) into `folder`."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     stems = {}
-    for source in SOURCES:
+    for source in sources:
         audio = (0.1 * rng.standard_normal((int(seconds * samplerate), channels))
                  ).astype(np.float32)
         sf.write(folder / f'{source}.wav', audio, samplerate, subtype='FLOAT')
         stems[source] = audio
     if mixture:
-        sf.write(folder / 'mixture.wav', sum(stems.values()), samplerate, subtype='FLOAT')
+        sf.write(folder / f'{mixture_name}.wav', sum(stems.values()), samplerate,
+                 subtype='FLOAT')
     return stems
 
 

@@ -50,21 +50,23 @@ def _median(values: tp.Sequence[float]) -> float:
 
 def evaluate(model: torch.nn.Module, musdb: tp.Union[str, Path], shifts: int = 0,
              overlap: float = 0.25, workers: int = 2, max_tracks: tp.Optional[int] = None,
-             seed: int = 42, split: bool = True, sdr: bool = True) -> dict:
-    """Scores of `model` on `musdb/test`: {'tracks': {name: {...}}, 'summary': {...}}.
+             seed: int = 42, split: bool = True, sdr: bool = True, test_split: str = 'test',
+             mixture_name: str = 'mixture') -> dict:
+    """Scores of `model` on `musdb/test_split`: {'tracks': {name: {...}}, 'summary': {...}}.
 
     summary has `nsdr_SOURCE` (mean over tracks), `sdr_SOURCE` (median over tracks of
     the per-track frame medians), the baselines' `nsdr_BASELINE_SOURCE`, and each one's
     mean over sources without the source suffix, as in the solver's history.
     """
-    folder = Path(musdb) / 'test'
+    folder = Path(musdb) / test_split
     if not folder.is_dir():
         raise EvaluationError(f"No test set {folder}: point --musdb at a MUSDB18-HQ layout "
-                              f"(ROOT/test/<track>/<source>.wav), e.g. one written by "
+                              f"(ROOT/{test_split}/<track>/<source>.wav), e.g. one written by "
                               f"`python -m tools.make_synthetic`.")
     sources = list(model.sources)
     try:
-        tracks = index_tracks(folder, sources, model.samplerate, model.audio_channels)
+        tracks = index_tracks(folder, sources, model.samplerate, model.audio_channels,
+                              mixture_name=mixture_name)
     except AudioError as error:
         raise EvaluationError(str(error)) from error
     if max_tracks:
@@ -135,7 +137,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('-n', '--name', required=True, help="model or bag name in the repo")
     parser.add_argument('--repo', type=Path, default=DEFAULT_REPO)
     parser.add_argument('--musdb', type=Path, default=Path('data/synthetic'),
-                        help="root of the data set; its test/ folder is evaluated")
+                        help="root of the data set; its --split folder is evaluated")
+    parser.add_argument('--split', default='test',
+                        help="folder of the test tracks under --musdb (DnR: tt)")
+    parser.add_argument('--mixture-name', default='mixture',
+                        help="file name of a track's mixture, without extension (DnR: mix); "
+                             "a track without it is tested on the sum of its stems")
     parser.add_argument('--shifts', type=int, default=0)
     parser.add_argument('--overlap', type=float, default=0.25)
     parser.add_argument('--workers', type=int, default=2,
@@ -157,13 +164,15 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         model = get_model(args.name, args.repo)
         result = evaluate(model, args.musdb, shifts=args.shifts, overlap=args.overlap,
                           workers=args.workers, max_tracks=args.max_tracks, seed=args.seed,
-                          sdr=not args.no_sdr)
+                          sdr=not args.no_sdr, test_split=args.split,
+                          mixture_name=args.mixture_name)
     except (ModelLoadingError, EvaluationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     result.update(model=args.name, repo=str(args.repo), musdb=str(args.musdb),
                   shifts=args.shifts, overlap=args.overlap, seed=args.seed)
-    print(f"Model {args.name} on {len(result['tracks'])} track(s) of {args.musdb / 'test'}:")
+    print(f"Model {args.name} on {len(result['tracks'])} track(s) of "
+          f"{args.musdb / args.split}:")
     print(format_table(result['summary'], result['sources']))
     if args.output is not None:
         write_json(args.output, _plain(result))

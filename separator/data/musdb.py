@@ -1,4 +1,5 @@
-"""Indexing a MUSDB18-HQ folder: `ROOT/{train,test}/<track>/<source>.wav`.
+"""Indexing a MUSDB18-HQ folder: `ROOT/{train,test}/<track>/<source>.wav`, or any data set
+of that shape (DnR: `ROOT/{tr,cv,tt}/<track>/{mix,speech,music,sfx}.wav`).
 
 The index (lengths, sample rates, channels of every stem) is cached in a JSON file per
 folder; an entry is recomputed when a file's size or modification time changes.
@@ -44,7 +45,7 @@ def _stamp(path: Path) -> tp.List[int]:
 
 
 def _index_track(folder: Path, sources: tp.Sequence[str], samplerate: int,
-                 channels: int) -> TrackInfo:
+                 channels: int, mixture_name: str = MIXTURE) -> TrackInfo:
     files = {}
     missing = []
     for source in sources:
@@ -58,9 +59,9 @@ def _index_track(folder: Path, sources: tp.Sequence[str], samplerate: int,
             f"Track folder {folder} is missing the stem(s) {', '.join(missing)} "
             f"(expected {', '.join(s + '.wav' for s in sources)}). Add the missing files or "
             f"remove the folder from the data set.")
-    mixture = _find_stem(folder, MIXTURE)
+    mixture = _find_stem(folder, mixture_name)
     lengths = {}
-    for name, path in list(files.items()) + ([(MIXTURE, mixture)] if mixture else []):
+    for name, path in list(files.items()) + ([(mixture_name, mixture)] if mixture else []):
         info = audio_info(path)
         check_format(path, info, samplerate, channels)
         lengths[name] = info.frames
@@ -102,9 +103,10 @@ def track_folders(folder: Path) -> tp.List[Path]:
 
 
 def index_tracks(folder: tp.Union[str, Path], sources: tp.Sequence[str], samplerate: int,
-                 channels: int, cache_dir: tp.Optional[tp.Union[str, Path]] = None
-                 ) -> tp.List[TrackInfo]:
-    """Index every track folder in `folder`, checking formats and lengths.
+                 channels: int, cache_dir: tp.Optional[tp.Union[str, Path]] = None,
+                 mixture_name: str = MIXTURE) -> tp.List[TrackInfo]:
+    """Index every track folder in `folder`, checking formats and lengths. The mixture, when a
+    track has one, is `<mixture_name>.wav` (or .flac); without it, the sum of the stems.
 
     Raises:
         AudioError: naming the file and the fix, for an empty or missing folder, a missing,
@@ -123,7 +125,7 @@ def index_tracks(folder: tp.Union[str, Path], sources: tp.Sequence[str], sampler
     fresh = {}
     tracks = []
     for track_dir in track_dirs:
-        names = list(sources) + [MIXTURE]
+        names = list(sources) + [mixture_name]
         stamps = {name: _stamp(path) for name in names
                   if (path := _find_stem(track_dir, name)) is not None}
         key = str(track_dir.resolve())
@@ -134,7 +136,7 @@ def index_tracks(folder: tp.Union[str, Path], sources: tp.Sequence[str], sampler
                 and set(entry['info']['files']) == set(sources)):
             info = TrackInfo(**entry['info'])
         else:
-            info = _index_track(track_dir, sources, samplerate, channels)
+            info = _index_track(track_dir, sources, samplerate, channels, mixture_name)
         fresh[key] = {'stamps': stamps, 'info': dataclasses.asdict(info)}
         tracks.append(info)
     if cache_path is not None and fresh != cache:
