@@ -144,3 +144,27 @@ def test_overfits_one_example():
     assert_overfits(lambda: HTDemucs(SOURCES, audio_channels=1, channels=8, depth=4, nfft=2048,
                                      dconv_depth=1, dconv_comp=4, bottom_channels=32,
                                      t_layers=2, t_heads=4))
+
+
+def test_per_source_decoders():
+    """Each source has its own decoders: changing one source's decoder changes that source
+    only; the package keeps the option; the model still learns."""
+    torch.manual_seed(0)
+    model = tiny(per_source_decoders=True).eval()
+    assert len(model.time_decoder) == len(SOURCES) == len(model.freq_decoder)
+    mix = torch.randn(2, 2, 4000)
+    with torch.no_grad():
+        before = model(mix)
+        model.time_decoder[1][0].conv_tr.weight.add_(0.1)
+        model.freq_decoder[1][1].conv_tr.weight.add_(0.1)
+        after = model(mix)
+    assert before.shape == (2, len(SOURCES), 2, 4000)
+    assert torch.equal(before[:, 0], after[:, 0]) and not torch.allclose(before[:, 1],
+                                                                        after[:, 1])
+    loaded = load_model(serialize_model(model)).eval()
+    with torch.no_grad():
+        assert loaded.per_source_decoders and torch.equal(loaded(mix), after)
+    assert_overfits(lambda: HTDemucs(SOURCES, audio_channels=1, channels=8, depth=3, nfft=512,
+                                     dconv_depth=1, dconv_comp=4, bottom_channels=16,
+                                     t_layers=1, t_heads=2, per_source_decoders=True),
+                    steps=40)
