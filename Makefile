@@ -35,14 +35,17 @@ train: install
 test: install
 	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
 
-# bench/separate.py compares with the demucs package (its peer), installed here only.
+# bench/separate.py compares with the demucs package, bench/roformer.py with lucidrains'
+# bs-roformer (their peers), installed here only.
 bench: install
 	$(PY) -m pip install -q --no-deps demucs==4.1.0 einops
+	$(PY) -m pip install -q bs-roformer==1.2.4
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp
 	$(PY) -m bench.amp --batch-size 2 --segment 1 --steps 3
 	$(PY) -m bench.separate
 	$(PY) -m bench.onnx
+	$(PY) -m bench.roformer
 
 clean:
 	rm -rf $(VENV) outputs data metadata
