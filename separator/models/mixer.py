@@ -57,10 +57,8 @@ class Mixer(nn.Module):
         S, C, M = len(self.sources), audio_channels, len(self.separators)
         self.blend = nn.Conv1d((M * S + 1) * C, S * C, 1, bias=False)
         with torch.no_grad():  # start as the average of the separators' estimates
-            weight = torch.zeros(S * C, M + 1, S * C)
-            weight[:, :M] = torch.eye(S * C)[:, None] / M
-            self.blend.weight.copy_(weight.view(S * C, (M + 1) * S * C)[:, :(M * S + 1) * C,
-                                                                        None])
+            average = [torch.eye(S * C) / M] * M + [torch.zeros(S * C, C)]  # mixture: 0
+            self.blend.weight.copy_(torch.cat(average, 1)[..., None])
 
     def load_separators(self, states: tp.Sequence[dict]) -> None:
         """Set the separators' weights (one state dict each, in order)."""
