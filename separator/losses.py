@@ -221,9 +221,11 @@ def xumx_loss(estimate: torch.Tensor, magnitudes: torch.Tensor, sources: torch.T
 
 def check_loss_options(kind: str, weights: tp.Optional[tp.Sequence[float]] = None,
                        truncation: tp.Optional[float] = None) -> None:
-    """Refuse the options that make no sense with the loss `kind`: per-source weights and
-    loss truncation (a per-source ranking of the examples) with xumx, whose terms are
-    combinations of sources."""
+    """Refuse an unknown loss `kind`, and the options that make no sense with it: per-source
+    weights and loss truncation (a per-source ranking of the examples) with xumx, whose
+    terms are combinations of sources."""
+    if kind not in LOSSES:
+        raise ValueError(f"Unknown optim.loss={kind!r}: use one of {', '.join(LOSSES)}.")
     if kind != 'xumx':
         return
     if weights is not None:
