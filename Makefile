@@ -4,7 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)
+# Peers installed beside the package, without their dependencies: demucs' torchaudio pin
+# conflicts with ours, and it runs without torchaudio (tests/test_demucs_parity.py, bench).
+PEERS := demucs==4.1.0 einops
+STAMP := $(VENV)/.installed-$(shell (cat setup.py; echo '$(PEERS)') | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps train test bench clean
@@ -24,6 +27,7 @@ $(STAMP): setup.py
 	# diffq builds from source with Cython and numpy.
 	$(PY) -m pip install -q cython numpy
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(PEERS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -35,10 +39,9 @@ train: install
 test: install
 	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
 
-# bench/separate.py compares with the demucs package, bench/roformer.py with lucidrains'
-# bs-roformer (their peers), installed here only.
+# bench/separate.py compares with the demucs package (installed with PEERS), bench/roformer.py
+# with lucidrains' bs-roformer, installed here only.
 bench: install
-	$(PY) -m pip install -q --no-deps demucs==4.1.0 einops
 	$(PY) -m pip install -q bs-roformer==1.2.4
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp

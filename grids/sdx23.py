@@ -5,11 +5,12 @@
     python -m tools.lineage sdx23        # without Slurm: every stage in turn, then the bag
 
 Stages (each starts from its parent's weights with `continue_from`; a filter stage is an XP
-with `filter.model=SIG` that writes clean lists, used with `dset.clean_lists=SIG`):
+with `filter.model=SIG` that writes clean lists, used with `dset.clean_lists=SIG`, judging
+with the winner's statistic: `filter.statistic=ccom filter.silence=-80`, FILTER below):
 
 1. pretrain_q0.7 -> pretrain_q0.5 -> pretrain_q0.3: loss truncation on the noisy set (500,
    200 and 100 epochs at full scale);
-2. filter1: the purity test of every stem with pretrain_q0.3;
+2. filter1: the winner's purity test of every stem with pretrain_q0.3 (ccom > 20 dB);
 3. joint: the 4 sources together on the clean pools of filter1 (360 epochs), from
    pretrain_q0.3;
 4. filter2: the purity test again, with the joint model;
@@ -31,6 +32,9 @@ SOURCES = ['drums', 'bass', 'other', 'vocals']
 # the issue is silent on the q=0.3 pretrain and the fine-tunes: ours are 100.
 FULL = {'pretrain_q0.7': 500, 'pretrain_q0.5': 200, 'pretrain_q0.3': 100, 'joint': 360,
         'finetune': 100}
+# Every filter stage judges with the winner's statistic and input silence level (the config's
+# defaults stay `purity` and -60: signatures hash the overrides, see conf/config.yaml).
+FILTER = {'filter.statistic': 'ccom', 'filter.silence': -80}
 
 
 def sdx23(name: str = 'sdx23', variant: str = 'sdx23',
@@ -44,7 +48,8 @@ def sdx23(name: str = 'sdx23', variant: str = 'sdx23',
     as the whole pretrain, without loss truncation (what the recipe must beat). `judge`: the
     stage whose model filter1 uses and the joint stage starts from (the winner's: the last
     pretrain; `noisy` where truncation does not pay, as at CPU scale); `filter_args`: more
-    overrides of both filter stages (e.g. `filter.threshold`)."""
+    overrides of both filter stages, on top of FILTER (e.g. `filter.threshold`)."""
+    judging = {**FILTER, **(filter_args or {})}
     finetune = {'continue_from': From('joint'), 'dset.clean_lists': From('filter2'),
                 'epochs': epochs['finetune']}
     stages = [
@@ -53,11 +58,11 @@ def sdx23(name: str = 'sdx23', variant: str = 'sdx23',
                                 'continue_from': From('pretrain_q0.7')}),
         Stage('pretrain_q0.3', {'optim.loss_truncation': 0.3, 'epochs': epochs['pretrain_q0.3'],
                                 'continue_from': From('pretrain_q0.5')}),
-        Stage('filter1', {'filter.model': From(judge), **(filter_args or {})},
+        Stage('filter1', {'filter.model': From(judge), **judging},
               filter_slurm or {}),
         Stage('joint', {'continue_from': From(judge),
                         'dset.clean_lists': From('filter1'), 'epochs': epochs['joint']}),
-        Stage('filter2', {'filter.model': From('joint'), **(filter_args or {})},
+        Stage('filter2', {'filter.model': From('joint'), **judging},
               filter_slurm or {}),
         Stage('vocals', {**finetune, 'weights': [0, 0, 0, 1]}),
         Stage('bass', {**finetune, 'weights': [0, 1, 0, 1]}),

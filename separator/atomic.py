@@ -2,11 +2,14 @@
 
 A file is written into a hidden temporary file in its own folder (the same file system, so the
 final rename is atomic), flushed to disk, then renamed over its target; a folder (a track's
-stems) is built as a hidden temporary folder and renamed into place. On any failure the
-temporary is removed and the previous version of the target, if any, is left intact; a full
-disk is reported as such, naming the file. Files get the usual permissions (0666 less the
-umask), not the 0600 of `tempfile.mkstemp`, so checkpoints and release models stay readable
-by the group as any other file.
+stems) is built as a hidden temporary folder and swapped in by renames (the old folder aside,
+the new one in, then the old one deleted), so a kill at any instant leaves the whole old or the
+whole new folder, which `remove_stale_folders` puts back in place on the next start. Every
+rename is made durable by an fsync of the folder that holds it. On any failure the temporary is
+removed and the previous version of the target, if any, is left intact; a full disk is reported
+as such, naming the file. Files get the usual permissions (0666 less the umask), not the 0600
+of `tempfile.mkstemp`, so checkpoints and release models stay readable by the group as any
+other file.
 """
 import contextlib
 import errno
@@ -77,19 +80,45 @@ def explain_disk_full(error: BaseException, path: PathLike) -> None:
                       f"space and run again.") from error
 
 
+def fsync_folder(folder: PathLike) -> None:
+    """Make the renames done in `folder` durable: without it a power loss can undo them."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename(source: PathLike, target: PathLike) -> None:
+    """`os.replace(source, target)` (atomic, in one file system), made durable."""
+    os.replace(source, target)
+    fsync_folder(Path(target).parent)
+
+
 @contextlib.contextmanager
-def atomic_file(path: PathLike, mode: str = 'w') -> tp.Iterator[tp.IO]:
-    """`with atomic_file(path, 'wb') as fout: ...` writes `path` whole, or leaves it as it was."""
+def atomic_file(path: PathLike, mode: str = 'w',
+                previous: tp.Optional[PathLike] = None) -> tp.Iterator[tp.IO]:
+    """`with atomic_file(path, 'wb') as fout: ...` writes `path` whole, or leaves it as it was.
+
+    With `previous` (a path in the same folder), the version of `path` being replaced becomes
+    `previous`, by a rename (no copy), just before the new one is renamed in: at every instant
+    `path` or `previous` holds a whole version (between the two renames only `previous`)."""
     path = Path(path)
     tmp = temporary_path(path)
+    aside = False
     try:
         with open(tmp, mode) as fout:
             yield fout
             fout.flush()
             os.fsync(fout.fileno())
-        os.replace(tmp, path)
+        if previous is not None and path.exists():
+            aside = True
+            rename(path, previous)
+        rename(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if aside and not path.exists():        # the new one could not be renamed in
+            rename(previous, path)
         explain_disk_full(error, path)
         raise
 
@@ -103,35 +132,69 @@ def write_json(path: PathLike, data: tp.Any, indent: tp.Optional[int] = 2) -> No
     write_text(path, json.dumps(data, indent=indent) + '\n')
 
 
+TMP, OLD = 'tmp', 'old'   # `.NAME.tmp-PID-XXXX`: being written; `.NAME.old-PID-XXXX`: replaced
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: PathLike) -> tp.Iterator[Path]:
     """`with atomic_folder(folder) as tmp:` fill `tmp`; it then replaces `folder` (if any).
 
-    `tmp` is `.FOLDER.tmp-PID-XXXX` next to `folder`: a writer killed before it could clean up
-    leaves it, and `remove_stale_folders` removes it once its process is gone."""
+    `tmp` is `.FOLDER.tmp-PID-XXXX` next to `folder`. Once it is filled, `folder` is renamed
+    aside to `.FOLDER.old-PID-XXXX`, `tmp` is renamed to `folder`, and the old copy is
+    deleted. A writer killed in between leaves `folder` whole (old or new) or, between the
+    two renames, the old copy aside: `remove_stale_folders` puts it back once the writer's
+    process is gone, and removes what else it left."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.tmp-{os.getpid()}-'))
+    prefix = f'.{folder.name}.{TMP}-{os.getpid()}-'
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=prefix))
     os.chmod(tmp, _FOLDER_MODE)
+    old = folder.parent / f'.{folder.name}.{OLD}-{os.getpid()}-{tmp.name[len(prefix):]}'
     try:
         yield tmp
         if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            rename(folder, old)
+        rename(tmp, folder)
+        if old.exists():
+            # Deleted under the temporary's name: a partly deleted copy never passes for
+            # a whole one that recovery would put back.
+            rename(old, tmp)
     except BaseException as error:
+        if old.exists() and not folder.exists():   # the new one could not be renamed in
+            rename(old, folder)
         explain_disk_full(error, folder)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _writer_is_gone(hidden: Path, kind: str) -> bool:
+    """Whether the process whose id is in the name of `hidden` (`.NAME.KIND-PID-XXXX`) has
+    exited (a live process of another user counts as alive)."""
+    try:
+        os.kill(int(hidden.name.rsplit(f'.{kind}-', 1)[1].split('-')[0]), 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def remove_stale_folders(parent: PathLike, name: str = '*') -> None:
-    """Remove the temporary folders `atomic_folder` left in `parent` for `name` (a glob) when
-    their writer was killed: those whose process no longer exists."""
-    for tmp in Path(parent).glob(f'.{name}.tmp-*'):
-        try:
-            os.kill(int(tmp.name.rsplit('.tmp-', 1)[1].split('-')[0]), 0)
-        except (ValueError, ProcessLookupError):
+    """Recover from the writers of `atomic_folder` in `parent` (for targets matching `name`,
+    a glob) that were killed, once their process is gone: a missing target gets its old
+    copy back (the writer died between its two renames: the previous version is restored);
+    the other old copies and the temporary folders are removed. A target in place is never
+    touched. Call it before looking at the targets, when no live writer can be renaming."""
+    parent = Path(parent)
+    for old in sorted(parent.glob(f'.{name}.{OLD}-*')):
+        if not _writer_is_gone(old, OLD):
+            continue
+        target = parent / old.name[1:].rsplit(f'.{OLD}-', 1)[0]
+        if not target.exists():
+            rename(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in parent.glob(f'.{name}.{TMP}-*'):
+        if _writer_is_gone(tmp, TMP):
             shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:  # a live process of another user
-            pass

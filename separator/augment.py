@@ -39,24 +39,35 @@ def scale(sources: torch.Tensor, generator: torch.Generator, proba: float = 1.,
     return torch.where(apply, sources * gains, sources)
 
 
+def _group_permutations(groups: int, size: int, nsrc: int, generator: torch.Generator
+                        ) -> torch.Tensor:
+    """Per source, a random permutation within each of `groups` consecutive groups of `size`
+    examples, as batch indices: [groups * size, nsrc]."""
+    perm = torch.argsort(torch.rand(groups, size, nsrc, generator=generator), dim=1)
+    return (perm + torch.arange(groups)[:, None, None] * size).view(groups * size, nsrc)
+
+
 def remix(sources: torch.Tensor, generator: torch.Generator, proba: float = 1.,
           group_size: int = 4) -> torch.Tensor:
     """Shuffle each source across the examples of a group of `group_size`, making new mixes.
 
-    The batch size must be a multiple of `group_size` (0 or 1 disables it).
+    Any batch size works: the examples left after the full groups (a partial last batch, or a
+    batch smaller than `group_size`) form one smaller group, shuffled among themselves; an
+    example alone stays as it is. The full groups draw exactly as when the batch divides,
+    so XPs whose batches divide replay as before. `group_size` 0 or 1 disables it.
     """
     batch, nsrc = sources.shape[:2]
-    if group_size <= 1 or batch < group_size or proba <= 0:
+    if group_size <= 1 or batch <= 1 or proba <= 0:
         return sources
     if torch.rand((), generator=generator).item() >= proba:
         return sources
-    if batch % group_size:
-        raise ValueError(f"augment.remix.group_size={group_size} must divide the per-rank batch "
-                         f"size {batch}.")
-    groups = batch // group_size
-    perm = torch.argsort(torch.rand(groups, group_size, nsrc, generator=generator), dim=1)
-    perm = (perm + torch.arange(groups)[:, None, None] * group_size).view(batch, nsrc)
-    perm = perm.to(sources.device)
+    groups, rest = divmod(batch, group_size)
+    parts = [_group_permutations(groups, group_size, nsrc, generator)] if groups else []
+    if rest > 1:
+        parts.append(groups * group_size + _group_permutations(1, rest, nsrc, generator))
+    elif rest == 1:
+        parts.append(torch.full((1, nsrc), batch - 1))
+    perm = torch.cat(parts).to(sources.device)
     source_index = torch.arange(nsrc, device=sources.device)[None].expand(batch, nsrc)
     return sources[perm, source_index]
 

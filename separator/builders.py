@@ -1,5 +1,5 @@
-"""The one place that turns the Hydra config into objects: data sets, model, optimizer,
-quantizer, scheduler.
+"""The one place that turns the Hydra config into objects: data sets, model, criterion,
+optimizer, quantizer, scheduler.
 
 The solver and the entry point ask these functions; nothing else reads the raw config
 sections they cover.
@@ -12,22 +12,17 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from . import states
+from . import distrib, states
+from .criterion import SourceLoss, XUMXLoss
+from .data.clean_lists import clean_lists_folder, read_clean_lists
 from .data.musdb import TrackInfo, index_tracks, split_valid
 from .data.segments import RemixSegments, StridedSegments, TrainSegments, WholeTracks
 from .locking import locked
+from .losses import check_loss_options, kept_count, smallest_truncating_batch
 from .models import get_model_class
+from .paths import absolute_path
 
 logger = logging.getLogger(__name__)
-
-
-def absolute_path(path: tp.Union[str, Path]) -> Path:
-    """Resolve a config path against the folder the command was started from."""
-    try:
-        from hydra.utils import to_absolute_path
-        return Path(to_absolute_path(str(path)))
-    except ValueError:  # outside a Hydra run
-        return Path(path).resolve()
 
 
 def ensure_synthetic(dset: tp.Any) -> None:
@@ -83,36 +78,6 @@ def get_tracks(dset: tp.Any) -> tp.Tuple[tp.List[TrackInfo], tp.List[TrackInfo],
     return train, valid, index(root / dset.test_split)
 
 
-def clean_lists_folder(value: str, xps: tp.Optional[Path]) -> Path:
-    """`dset.clean_lists`: a folder of clean lists, or the signature of a filter XP in `xps`."""
-    folder = absolute_path(value)
-    if folder.is_dir():
-        return folder
-    if xps is not None and (Path(xps) / str(value)).is_dir():
-        from .filter_stage import filter_output
-        folder = filter_output(Path(xps) / str(value))
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"dset.clean_lists={value}: XP {value} has no clean lists ({folder}); it is "
-                f"not a filter XP (filter.model=SIG), or it has not run: `dora run -f {value}`.")
-        return folder
-    raise FileNotFoundError(f"dset.clean_lists={value}: neither a folder nor the signature of "
-                            f"an XP in {xps}. Give the output folder of `python -m tools.filter` "
-                            f"or the signature of a filter XP.")
-
-
-def read_clean_lists(folder: Path, sources: tp.Sequence[str]) -> tp.Dict[str, tp.Set[str]]:
-    """The track names whose stem is clean, per source (`clean_<source>.txt` of tools.filter)."""
-    lists = {}
-    for source in sources:
-        path = folder / f'clean_{source}.txt'
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: dset.clean_lists must be the output "
-                                    f"folder of `python -m tools.filter` or a filter XP.")
-        lists[source] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
-    return lists
-
-
 def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
                  ) -> tp.Tuple[TrainSegments, StridedSegments, WholeTracks]:
     """Train, valid and test sets; `xps` (Dora's XP folder) resolves `dset.clean_lists=SIG`."""
@@ -162,9 +127,45 @@ def separators_of(sigs: tp.Sequence[str], xps: tp.Optional[Path]
     packages, weights = [], []
     for sig in sigs:
         checkpoint = states.read_xp_checkpoint(str(sig), xps, f"mixer.models: {sig}")
-        packages.append({key: checkpoint['package'][key] for key in ('klass', 'args', 'kwargs')})
+        packages.append(states.checkpoint_architecture(checkpoint))
         weights.append(states.checkpoint_weights(checkpoint))
     return packages, weights
+
+
+def get_criterion(cfg: tp.Any, model: torch.nn.Module) -> SourceLoss:
+    """The training and validation loss of `optim.loss` (`criterion.py`), its options checked
+    against the loss and the model: per-source weights, loss truncation (a warning, once, when
+    the per-process batch is too small for it to drop anything) and its ranking."""
+    optim = cfg.optim
+    weights = None if cfg.weights is None else list(cfg.weights)
+    check_loss_options(optim.loss, weights, optim.loss_truncation)
+    if optim.truncation_rank not in ('loss', 'relative'):
+        raise ValueError(f"optim.truncation_rank={optim.truncation_rank!r}: use loss or "
+                         f"relative.")
+    if optim.loss == 'xumx':
+        if not callable(getattr(model, 'magnitude', None)):
+            raise ValueError(f"optim.loss=xumx needs a model with magnitude estimates "
+                             f"(model=xumx), not {type(model).__name__}: use model=xumx, or "
+                             f"another optim.loss.")
+        return XUMXLoss(model.magnitude, model.n_fft, optim.xumx_alpha)
+    if optim.loss_truncation:
+        _warn_small_truncation_batch(optim.loss_truncation, cfg.batch_size)
+    return SourceLoss(optim.loss, weights, optim.loss_truncation, optim.truncation_rank,
+                      optim.stft_weight)
+
+
+def _warn_small_truncation_batch(quantile: float, batch_size: int) -> None:
+    """Said once, at start: every batch then trains whole (`kept_count`), as without q."""
+    world = distrib.world_size
+    batch = batch_size // world
+    smallest = smallest_truncating_batch(quantile)   # raises unless 0 < quantile < 1
+    if batch < smallest and distrib.is_master():
+        logger.warning(
+            "optim.loss_truncation=%s drops nothing in a batch of %d per process (it keeps "
+            "ceil(%s x %d) = %d): training goes on without truncation. Use a per-process batch "
+            "of at least %d (batch_size=%d on %d process(es)), or a lower quantile.", quantile,
+            batch, quantile, batch, kept_count(batch, quantile), smallest, smallest * world,
+            world)
 
 
 def get_optimizer(cfg: tp.Any, model: torch.nn.Module) -> torch.optim.Optimizer:

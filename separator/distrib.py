@@ -113,17 +113,14 @@ CPU_WORKERS = 1
 
 
 def _checkpoint_world_size(main: tp.Any, argv: tp.Sequence[str]) -> tp.Optional[int]:
-    """The number of processes that wrote the XP's checkpoint, if it has one that says."""
-    from .states import checkpoint_path
+    """The number of processes that wrote the XP's checkpoint (the latest that reads, else the
+    previous one, as the XP will resume from it), if it has one that says."""
+    from .states import checkpoint_world_size
     try:
-        path = checkpoint_path(main.get_xp(argv).folder)
-        if not path.exists():
-            return None
-        # mmap: only the few bytes of this entry are read, not the weights.
-        state = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
-        return state.get('world_size')
-    except Exception:  # unreadable: the XP itself will say why, with the file's name
+        folder = main.get_xp(argv).folder
+    except Exception:  # a bad config: the XP itself will say why
         return None
+    return checkpoint_world_size(folder)
 
 
 def allow_cpu_ddp() -> None:

@@ -52,20 +52,30 @@ def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1
     return error.flatten(2).mean(2)
 
 
-def kept_count(batch: int, quantile: float) -> int:
-    """How many examples per source loss truncation at `quantile` keeps in a batch."""
+def check_quantile(quantile: float) -> None:
+    """Refuse a loss truncation quantile outside (0, 1)."""
     if not 0 < quantile < 1:
         raise ValueError(f"optim.loss_truncation={quantile} must be in (0, 1).")
-    def keep(size: int) -> int:
-        return math.ceil(quantile * size - 1e-9)  # 0.9 x 10 is 9, not 9.000000000000002
 
-    if keep(batch) >= batch:
-        smallest = next(size for size in range(2, 10 ** 6) if keep(size) < size)
-        raise ValueError(
-            f"optim.loss_truncation={quantile} drops nothing in a batch of {batch} per process "
-            f"(it keeps ceil({quantile} x {batch}) = {keep(batch)}). Use a per-process batch "
-            f"of at least {smallest}, or a lower quantile.")
-    return keep(batch)
+
+def kept_count(batch: int, quantile: float) -> int:
+    """How many examples per source loss truncation at `quantile` keeps in a batch:
+    ceil(quantile x batch), at least 1, at most the whole batch.
+
+    A batch too small for the quantile to drop anything (ceil(q B) = B, as a partial last
+    batch may be) is kept whole: it trains as without truncation, it does not stop the XP.
+    """
+    check_quantile(quantile)
+    # - 1e-9: 0.9 x 10 is 9, not 9.000000000000002.
+    return min(max(math.ceil(quantile * batch - 1e-9), 1), batch)
+
+
+def smallest_truncating_batch(quantile: float) -> int:
+    """The smallest batch in which truncation at `quantile` drops at least one example."""
+    check_quantile(quantile)
+    # ceil(q B) < B from B (1 - q) >= 1 on: start just below, so that q near 1 is quick.
+    start = max(2, int(1 / (1 - quantile)) - 2)
+    return next(size for size in itertools.count(start) if kept_count(size, quantile) < size)
 
 
 def target_levels(sources: torch.Tensor, kind: str = 'l1', stft_weight: float = 1.
@@ -76,7 +86,8 @@ def target_levels(sources: torch.Tensor, kind: str = 'l1', stft_weight: float = 
 
 def truncation_mask(losses: torch.Tensor, quantile: float,
                     levels: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Loss truncation (SDX23 winner): per source, keep the `ceil(q B)` smallest losses.
+    """Loss truncation (SDX23 winner): per source, keep the `ceil(q B)` smallest losses
+    (`kept_count`: all of them in a batch too small to drop any).
 
     The largest losses of a batch are the examples most likely to carry label noise (a wrong
     or bleeding stem), so they are masked out of the gradient. [B, S] -> bool [B, S].
@@ -208,7 +219,7 @@ def xumx_loss(estimate: torch.Tensor, magnitudes: torch.Tensor, sources: torch.T
 
     `xumx_freq_loss` of the magnitudes times `magnitude_scale` plus `alpha` times
     `xumx_time_loss`. The term is a squared error, so it scales by `magnitude_scale ** 2`:
-    the magnitudes of a normalised STFT (`models.spec`, 1 / sqrt(nfft)) need
+    the magnitudes of a normalised STFT (`separator.spec`, 1 / sqrt(nfft)) need
     `magnitude_scale=sqrt(nfft)` to be in the official units (an unnormalised STFT), so that
     `alpha` balances the two terms as in the paper.
 

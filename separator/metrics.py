@@ -31,12 +31,19 @@ def bss_sdr(references: torch.Tensor, estimates: torch.Tensor, samplerate: int
             ) -> np.ndarray:
     """bss_eval v4 SDR per source, median over 1 s frames (museval): [S, C, T] -> [S].
 
-    Frames where the reference is silent are NaN in museval and ignored by the median.
+    Frames where the reference is silent are NaN in museval and ignored by the median. A
+    source silent throughout the track scores NaN (museval refuses one: it is left out of the
+    call, and the other sources are scored without it).
     """
     import museval
-    refs = references.transpose(1, 2).double().numpy()
-    ests = estimates.transpose(1, 2).double().numpy()
+    audible = [index for index in range(len(references)) if references[index].abs().sum() > 0]
+    scores = np.full(len(references), np.nan)
+    if not audible:
+        return scores
+    refs = references[audible].transpose(1, 2).double().numpy()
+    ests = estimates[audible].transpose(1, 2).double().numpy()
     sdr, _isr, _sir, _sar = museval.evaluate(refs, ests, win=samplerate, hop=samplerate)
     with np.errstate(all='ignore'):
-        return np.array([np.nanmedian(row) if np.isfinite(row).any() else np.nan
-                         for row in sdr])
+        scores[audible] = [np.nanmedian(row) if np.isfinite(row).any() else np.nan
+                           for row in sdr]
+    return scores

@@ -12,7 +12,12 @@ A repository is a folder. A name resolves to
 
 The models of a bag may have different architectures, but must share their sources, sample
 rate and channel count. Run a bag (or a single model) with `apply_bag`.
+
+A repository is data: a package is read with `states.safe_load` (no pickled code) and built
+from the model registry only; a name, of a model or of a bag's entry, is a plain file name
+inside the repository (no folder, no `..`), so a bag cannot reach files elsewhere.
 """
+import re
 import typing as tp
 from pathlib import Path
 
@@ -21,7 +26,7 @@ import yaml
 from torch import nn
 
 from .apply import Block, Reader, apply_model, collect, merge, slice_reader, stream_model
-from .states import checkpoint_weights, load_model, read_xp_checkpoint
+from .states import checkpoint_model, load_model, read_xp_checkpoint
 
 DEFAULT_REPO = Path('release_models')
 DEFAULT_XPS = Path('outputs/xps')        # Dora's XP folder (conf: dora.dir + /xps)
@@ -29,6 +34,19 @@ DEFAULT_XPS = Path('outputs/xps')        # Dora's XP folder (conf: dora.dir + /x
 
 class ModelLoadingError(ValueError):
     """A model or a bag cannot be loaded; the message names the file and the fix."""
+
+
+# A model name or an XP signature: a plain file name, no folder, not hidden.
+NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.+-]*')
+
+
+def check_name(name: tp.Any, what: str) -> str:
+    """`name` if it is a plain name (`NAME`), else a ModelLoadingError naming `what`."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or '..' in name:
+        raise ModelLoadingError(f"{what}: {name!r} is not a model name (letters, digits, "
+                                f"'_', '-', '.' and '+', no folder): models are looked up "
+                                f"inside the repository only.")
+    return name
 
 
 class BagOfModels(nn.Module):
@@ -158,7 +176,7 @@ def list_models(repo: tp.Union[str, Path] = DEFAULT_REPO) -> tp.List[str]:
 def _load_package(path: Path) -> nn.Module:
     try:
         model = load_model(path)
-    except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
+    except (RuntimeError, ValueError, KeyError, TypeError, ImportError, AttributeError) as error:
         raise ModelLoadingError(f"Cannot load the model package {path}: {error}") from error
     return model.float().eval()
 
@@ -176,7 +194,7 @@ def _load_bag(path: Path, repo: Path) -> BagOfModels:
     if unknown:
         raise ModelLoadingError(f"Bag {path} has unknown keys {sorted(unknown)}; the keys are "
                                 f"models, weights and segment.")
-    names = [str(name) for name in config['models']]
+    names = [check_name(name, f"Bag {path}, models") for name in config['models']]
     missing = [name for name in names if not (repo / f'{name}.th').exists()]
     if missing:
         raise ModelLoadingError(
@@ -197,22 +215,22 @@ def load_xp(sig: str, xps: tp.Union[str, Path] = DEFAULT_XPS) -> nn.Module:
     """The model of XP `sig` (its best state, else its last weights), in eval mode, on CPU:
     use a trained XP before exporting it. An XP trained with DiffQ gives its quantized
     weights, those its validation and test ran with."""
+    check_name(sig, "XP signature")
     try:
         checkpoint = read_xp_checkpoint(sig, xps, f"XP {sig}")
     except ValueError as error:
         raise ModelLoadingError(str(error)) from error
     try:
-        state = checkpoint_weights(checkpoint, quantized=True)
-        model = load_model({**checkpoint['package'], 'state': state})
-    except (RuntimeError, ValueError, KeyError, ImportError, AttributeError) as error:
+        return checkpoint_model(checkpoint)
+    except (RuntimeError, ValueError, KeyError, TypeError, ImportError, AttributeError) as error:
         raise ModelLoadingError(f"cannot load XP {sig} from {Path(xps) / sig}: "
                                 f"{error}") from error
-    return model.float().eval()
 
 
 def get_model(name: str, repo: tp.Union[str, Path] = DEFAULT_REPO) -> nn.Module:
     """The model or bag `name` of `repo` (see the module doc), on CPU, in eval mode."""
     repo = Path(repo)
+    check_name(name, f"Model name (in {repo})")
     if not repo.is_dir():
         raise ModelLoadingError(f"No model repository {repo}: export models into it with "
                                 f"`python -m tools.export SIG -o {repo}`.")

@@ -143,6 +143,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     except (KeyError, IndexError, ValueError) as error:
         parser.error(f"--filename {args.filename!r}: {error!r}; use {{track}}, {{trackext}}, "
                      f"{{stem}} and {{ext}}")
+    track = Path('t.wav')
+    if stem_path(args.filename, track, 'a', 'wav') == stem_path(args.filename, track, 'b', 'wav'):
+        parser.error(f"--filename {args.filename!r} has no {{stem}}: every stem of a track would "
+                     f"be written to the same file and only the last would survive; put "
+                     f"{{stem}} in it, e.g. '{{track}}/{{stem}}.{{ext}}'")
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error("-d cuda: no CUDA device is available; use -d cpu")
     seen: tp.Dict[str, Path] = {}

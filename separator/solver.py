@@ -13,7 +13,6 @@ mode, run with the quantized weights (diffq's hooks swap them in for every forwa
 import concurrent.futures
 import contextlib
 import logging
-import math
 import multiprocessing
 import time
 import typing as tp
@@ -23,18 +22,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import distrib
+from . import builders, distrib
 from .apply import apply_model
 from .atomic import remove_temporaries
 from .augment import augment
+from .criterion import SourceLoss
 from .data.segments import EpochSampler
 from .ema import ModelEMA
-from .losses import (check_loss_options, kept_count, source_losses, target_levels,
-                     truncation_mask, weighted_loss, xumx_loss)
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
-from .states import (DIFFQ_SUFFIX, atomic_save, checkpoint_path, copy_state,
-                     quantizer_kwargs, read_xp_checkpoint, safe_load, serialize_model)
+from .states import (DIFFQ_SUFFIX, best_weights, checkpoint_path, copy_state,
+                     has_checkpoint, load_checkpoint, promote_previous_checkpoint,
+                     quantizer_kwargs, read_xp_checkpoint, save_checkpoint, serialize_model,
+                     swap_state)
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,14 @@ class Solver:
     """Trains `model` on the data sets; `xp` is the Dora XP (folder, link, signature).
 
     `quantizer` (`builders.get_quantizer`) is a DiffQuantizer already set up on `model` and
-    `optimizer`, or None.
+    `optimizer`, or None. `criterion` (`builders.get_criterion`, by default) is the training
+    and validation loss: the solver knows no loss by name.
     """
 
     def __init__(self, cfg: tp.Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: tp.Optional[tp.Any], datasets: tp.Sequence[tp.Any], xp: tp.Any,
-                 device: str = 'cpu', quantizer: tp.Optional[tp.Any] = None):
+                 device: str = 'cpu', quantizer: tp.Optional[tp.Any] = None,
+                 criterion: tp.Optional[SourceLoss] = None):
         self.cfg = cfg
         self.model = model
         self.quantizer = quantizer
@@ -79,12 +81,9 @@ class Solver:
                                            enabled=self.amp_dtype == torch.float16)
         if cfg.optim.accumulate < 1:
             raise ValueError(f"optim.accumulate={cfg.optim.accumulate} must be >= 1.")
-        self.weights = None if cfg.weights is None else list(cfg.weights)
-        if self.weights is not None and len(self.weights) != len(cfg.dset.sources):
-            raise ValueError(f"weights={self.weights} must have one value per source "
-                             f"{list(cfg.dset.sources)}.")
         self._check_batch_size()
-        self._check_loss_model()
+        self.criterion = criterion if criterion is not None else builders.get_criterion(
+            cfg, model)
 
     # ---------------------------------------------------------------- state
     def _check_batch_size(self) -> None:
@@ -92,67 +91,14 @@ class Solver:
             raise ValueError(f"batch_size={self.cfg.batch_size} is global and must be divisible "
                              f"by the number of processes ({distrib.world_size}).")
         self.batch_size = self.cfg.batch_size // distrib.world_size
-        # Before kept_count: an unknown loss, or xumx with truncation, whatever the batch size.
-        check_loss_options(self.cfg.optim.loss, self.weights, self.cfg.optim.loss_truncation)
-        if self.cfg.optim.loss_truncation:
-            kept_count(self.batch_size, self.cfg.optim.loss_truncation)  # raises if too small
-        if self.cfg.optim.truncation_rank not in ('loss', 'relative'):
-            raise ValueError(f"optim.truncation_rank={self.cfg.optim.truncation_rank!r}: use "
-                             f"loss or relative.")
-
-    def _check_loss_model(self) -> None:
-        """optim.loss=xumx needs the magnitude estimates and targets of a magnitude model."""
-        if self.cfg.optim.loss == 'xumx' and not callable(getattr(self.model, 'magnitude', None)):
-            raise ValueError(f"optim.loss=xumx needs a model with magnitude estimates (model=xumx"
-                             f"), not {type(self.model).__name__}: use model=xumx, or another "
-                             f"optim.loss.")
-
-    def _source_losses(self, estimate: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        """Per-example, per-source losses `[B, S]`: those of training, and of validation.
-
-        An xumx XP is validated (and its per-source training losses logged) with the L1 of
-        the waveforms: the xumx loss has no per-source terms, and in eval mode the model
-        separates through the Wiener filter, whose output the magnitude estimates (the
-        frequency term) do not describe; the L1 also keeps its validation loss comparable
-        with the XPs of the default loss.
-        """
-        kind = 'l1' if self.cfg.optim.loss == 'xumx' else self.cfg.optim.loss
-        return source_losses(estimate.float(), sources, kind, self.cfg.optim.stft_weight)
-
-    def _xumx_loss(self, mix: torch.Tensor, sources: torch.Tensor
-                   ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        """The X-UMX training loss of a batch, and its per-source L1 `[B, S]` for the logs."""
-        with self._autocast():
-            # Through the DDP wrapper, whose forward synchronises the gradients.
-            estimate, magnitudes = self.dmodel(mix, with_magnitudes=True)
-        with torch.no_grad():  # the targets' STFT: no parameter, no gradient
-            targets = self.model.magnitude(sources)
-        # models.spec's STFT is normalised (1 / sqrt(nfft)), the official X-UMX's is not:
-        # sqrt(nfft) brings the magnitudes to its units, so that alpha (xumx_alpha, the
-        # official --mcoef) balances the frequency and time terms as in the paper.
-        scale = math.sqrt(self.model.nfft)
-        loss = xumx_loss(estimate.float(), magnitudes.float(), sources, targets,
-                         self.cfg.optim.xumx_alpha, scale, mix).mean()
-        with torch.no_grad():
-            losses = self._source_losses(estimate, sources)
-        return loss, losses
 
     def _train_loss(self, mix: torch.Tensor, sources: torch.Tensor
                     ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """The training loss of a batch and its per-source losses `[B, S]`."""
-        if self.cfg.optim.loss == 'xumx':
-            return self._xumx_loss(mix, sources)
         with self._autocast():
-            estimate = self.dmodel(mix)
-        losses = self._source_losses(estimate, sources)
-        mask = None
-        if self.cfg.optim.loss_truncation:
-            levels = None
-            if self.cfg.optim.truncation_rank == 'relative':
-                levels = target_levels(sources, self.cfg.optim.loss,
-                                       self.cfg.optim.stft_weight)
-            mask = truncation_mask(losses, self.cfg.optim.loss_truncation, levels)
-        return weighted_loss(losses, self.weights, mask), losses
+            # Through the DDP wrapper, whose forward synchronises the gradients.
+            output = self.dmodel(mix, **self.criterion.model_kwargs)
+        return self.criterion(output, mix, sources)
 
     def _state_dict(self) -> dict:
         return {
@@ -184,16 +130,17 @@ class Solver:
         self.link.update_history(state['history'])
 
     def restore(self) -> None:
-        """Resume from this XP's checkpoint, or start from `continue_from`'s weights."""
+        """Resume from this XP's checkpoint (from the previous one, one epoch older, when the
+        latest cannot be read), or start from `continue_from`'s weights."""
         path = checkpoint_path(self.folder)
         if distrib.is_master():
             # A kill in the middle of a save leaves a partial copy; each would stay forever.
             for tmp in remove_temporaries(path):
                 logger.info("Removed %s, left by a save that was interrupted", tmp.name)
-        if path.exists():
-            state = safe_load(path)
-            self._load_state_dict(state)
-            logger.info("Resumed from %s at epoch %d", path, len(self.history))
+        if has_checkpoint(self.folder):
+            state, source = load_checkpoint(self.folder)
+            self._load_state_dict(state)   # the history too: that of the checkpoint read
+            logger.info("Resumed from %s at epoch %d", source, len(self.history))
             before = state.get('world_size', distrib.world_size)
             if before != distrib.world_size:
                 # Each rank draws its own augmentations: same global batches, other draws.
@@ -201,20 +148,24 @@ class Solver:
                                "goes on, but not bitwise as it would have on %d (each process "
                                "draws its own augmentations).", before, distrib.world_size,
                                before)
+            distrib.barrier()              # every rank has read it before it is renamed
+            if source != path and distrib.is_master():
+                promote_previous_checkpoint(self.folder)
         elif self.cfg.continue_from:
             state = load_checkpoint_of(self.cfg.continue_from, self.folder)
-            weights = state['best_state'] or state['model']
+            weights = best_weights(state)
             self.model.load_state_dict(_with_own_bit_widths(weights, self.model.state_dict()))
             for ema in self.emas:
                 ema.state = copy_state(self.model.state_dict())
             logger.info("Starting from the weights of XP %s", self.cfg.continue_from)
-        if not path.exists() and self.history and distrib.is_master():
+        if not has_checkpoint(self.folder) and self.history and distrib.is_master():
             # A history without a checkpoint is stale (the checkpoint was removed): start over.
             self.link.update_history([])
 
     def _save_checkpoint(self) -> None:
+        """The checkpoint it replaces becomes `checkpoint.prev.th`: the fallback if it breaks."""
         if distrib.is_master():
-            atomic_save(self._state_dict(), checkpoint_path(self.folder))
+            save_checkpoint(self._state_dict(), self.folder)
 
     # ---------------------------------------------------------------- stages
     def _seed(self, epoch: int) -> torch.Generator:
@@ -231,7 +182,8 @@ class Solver:
 
     def _train_epoch(self, epoch: int) -> dict:
         generator = self._seed(epoch)
-        sampler = EpochSampler(len(self.train_set), distrib.rank, distrib.world_size)
+        # Padded: every rank runs the same number of steps (each one a DDP collective).
+        sampler = EpochSampler(len(self.train_set), distrib.rank, distrib.world_size, pad=True)
         sampler.set_epoch(epoch)
         loader = self._loader(self.train_set, sampler)
         total = len(loader)
@@ -297,10 +249,10 @@ class Solver:
     @torch.no_grad()
     def _valid_loss(self, state: tp.Optional[dict]) -> dict:
         """Validation losses with `state` loaded (None: the current weights)."""
-        backup = None
-        if state is not None:
-            backup = copy_state(self.model.state_dict())
-            self.model.load_state_dict(state)
+        with swap_state(self.model, state):
+            return self._valid_loss_of_model()
+
+    def _valid_loss_of_model(self) -> dict:
         sampler = EpochSampler(len(self.valid_set), distrib.rank, distrib.world_size)
         self.model.eval()
         sums: tp.Dict[str, float] = {}
@@ -309,17 +261,15 @@ class Solver:
             sources = sources.to(self.device)
             with self._autocast():
                 estimate = self.model(sources.sum(1))
-            losses = self._source_losses(estimate, sources)
+            loss, losses = self.criterion.validation(estimate, sources)
             batch = len(sources)
             per_source = losses.sum(0)
-            values = {'loss': weighted_loss(losses, self.weights).item() * batch}
+            values = {'loss': loss.item() * batch}
             for name, value in zip(self.cfg.dset.sources, per_source.tolist()):
                 values[name] = value
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.) + value
             count += batch
-        if backup is not None:
-            self.model.load_state_dict(backup)
         return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
                                count)
 
@@ -355,12 +305,29 @@ class Solver:
         """nSDR (and museval SDR) on the test set with the best state, plus trivial baselines."""
         if not distrib.is_master():
             return {}
-        backup = copy_state(self.model.state_dict())
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        self.model.eval()
-        test = self.cfg.test
+        with swap_state(self.model, self.best_state):
+            self.model.eval()
+            scores, sdrs = self._test_scores(museval)
         sources = list(self.cfg.dset.sources)
+        metrics = {}
+        for key, values in scores.items():
+            per_source = torch.stack(values).mean(0)
+            metrics[key] = per_source.mean().item()
+            for name, value in zip(sources, per_source.tolist()):
+                metrics[f'{key}_{name}'] = value
+        if sdrs is not None:
+            with np.errstate(all='ignore'):
+                per_source = np.nanmedian(sdrs, axis=0)
+            metrics['sdr'] = float(np.nanmean(per_source))
+            for name, value in zip(sources, per_source.tolist()):
+                metrics[f'sdr_{name}'] = value
+        return metrics
+
+    def _test_scores(self, museval: bool
+                     ) -> tp.Tuple[tp.Dict[str, tp.List[torch.Tensor]], tp.Optional[np.ndarray]]:
+        """Per test track: the nSDR of the model and of the trivial estimates (name -> one
+        [S] tensor per track), and museval's SDR [tracks, S] when `museval`."""
+        test = self.cfg.test
         count = len(self.test_set)
         if test.max_tracks:
             count = min(count, test.max_tracks)
@@ -372,34 +339,24 @@ class Solver:
             context = multiprocessing.get_context('spawn')
             pool = concurrent.futures.ProcessPoolExecutor(test.workers, mp_context=context)
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        for index in Progress(logger, range(count), 'Test', self.cfg.misc.num_prints):
-            _name, mix, references = self.test_set[index]
-            estimates = apply_model(self.model, mix.to(self.device), overlap=test.overlap,
-                                    shifts=test.shifts, split=test.split,
-                                    generator=generator).cpu()
-            scores.setdefault('nsdr', []).append(nsdr(references, estimates))
-            for baseline, guess in trivial_estimates(mix, len(sources)).items():
-                scores.setdefault(f'nsdr_{baseline}', []).append(nsdr(references, guess))
-            if museval:
-                args = (references, estimates, self.cfg.dset.samplerate)
-                futures.append(pool.submit(bss_sdr, *args) if pool else _Done(bss_sdr(*args)))
-        self.model.load_state_dict(backup)
-        metrics = {}
-        for key, values in scores.items():
-            per_source = torch.stack(values).mean(0)
-            metrics[key] = per_source.mean().item()
-            for name, value in zip(sources, per_source.tolist()):
-                metrics[f'{key}_{name}'] = value
-        if museval:
-            sdrs = np.stack([future.result() for future in futures])
-            with np.errstate(all='ignore'):
-                per_source = np.nanmedian(sdrs, axis=0)
-            metrics['sdr'] = float(np.nanmean(per_source))
-            for name, value in zip(sources, per_source.tolist()):
-                metrics[f'sdr_{name}'] = value
-        if pool is not None:
-            pool.shutdown()
-        return metrics
+        try:
+            for index in Progress(logger, range(count), 'Test', self.cfg.misc.num_prints):
+                _name, mix, references = self.test_set[index]
+                estimates = apply_model(self.model, mix.to(self.device), overlap=test.overlap,
+                                        shifts=test.shifts, split=test.split,
+                                        generator=generator).cpu()
+                scores.setdefault('nsdr', []).append(nsdr(references, estimates))
+                for baseline, guess in trivial_estimates(mix, len(references)).items():
+                    scores.setdefault(f'nsdr_{baseline}', []).append(nsdr(references, guess))
+                if museval:
+                    args = (references, estimates, self.cfg.dset.samplerate)
+                    futures.append(pool.submit(bss_sdr, *args) if pool
+                                   else _Done(bss_sdr(*args)))
+            sdrs = np.stack([future.result() for future in futures]) if futures else None
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return scores, sdrs
 
     # ---------------------------------------------------------------- main loop
     def train(self) -> None:

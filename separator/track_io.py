@@ -37,18 +37,24 @@ COPY_FRAMES = 1 << 18                                                    # resca
 
 
 # ---------------------------------------------------------------- reading
+def ffmpeg_input(path: Path) -> str:
+    """`path` as ffmpeg and ffprobe must read or write it: a file, whatever its name (`-x.mp3` is not
+    an option, `a:b.mp3` not a protocol, `-` not standard input)."""
+    return 'file:' + str(Path(path).absolute())
+
+
 def _ffmpeg_read(path: Path) -> tp.Tuple[np.ndarray, int]:
     """Decode the first audio stream of `path` with ffmpeg: float32 [C, T] and sample rate."""
     probe = subprocess.run(
         ['ffprobe', '-v', 'error', '-select_streams', 'a:0', '-show_entries',
-         'stream=sample_rate,channels', '-of', 'json', str(path)],
+         'stream=sample_rate,channels', '-of', 'json', ffmpeg_input(path)],
         capture_output=True, text=True)
     streams = json.loads(probe.stdout or '{}').get('streams') if probe.returncode == 0 else None
     if not streams:
         raise AudioError(probe.stderr.strip() or "no audio stream")
     samplerate, channels = int(streams[0]['sample_rate']), int(streams[0]['channels'])
     decode = subprocess.run(
-        ['ffmpeg', '-v', 'error', '-nostdin', '-i', str(path), '-map', '0:a:0',
+        ['ffmpeg', '-v', 'error', '-nostdin', '-i', ffmpeg_input(path), '-map', '0:a:0',
          '-f', 'f32le', '-acodec', 'pcm_f32le', '-'], capture_output=True)
     if decode.returncode != 0:
         raise AudioError(decode.stderr.decode(errors='replace').strip())
@@ -80,7 +86,8 @@ def read_track(path: Path) -> tp.Tuple[np.ndarray, int]:
 
 
 def _channels_notice(path: Path, have: int, channels: int) -> None:
-    how = 'repeated' if have == 1 else ('averaged' if channels == 1 else f'first {channels} kept')
+    how = ('repeated' if have == 1 else 'averaged' if have == 2
+           else "downmixed as ffmpeg's -ac 2 does" + (', then averaged' if channels == 1 else ''))
     print(f"notice: {path}: {have} channel(s) converted to {channels} ({how}).",
           file=sys.stderr)
 
@@ -147,7 +154,7 @@ class _Mp3Sink:
         self.process = subprocess.Popen(
             ['ffmpeg', '-v', 'error', '-nostdin', '-y', '-f', 'f32le', '-ar', str(samplerate),
              '-ac', str(channels), '-i', '-', '-codec:a', 'libmp3lame', '-b:a', f'{bitrate}k',
-             '-f', 'mp3', str(path)], stdin=subprocess.PIPE, stderr=self.errors)
+             '-f', 'mp3', ffmpeg_input(path)], stdin=subprocess.PIPE, stderr=self.errors)
 
     def write(self, frames: np.ndarray) -> None:
         assert self.process.stdin is not None

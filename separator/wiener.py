@@ -31,7 +31,7 @@ sources also gets eps'/J I, a faint white isotropic floor in its prior. The resu
 exact posterior mean, and sum_j y_j = x exactly (mixture consistency), also in the bins where
 all estimates are silent: the mixture is then split evenly instead of being lost.
 
-Precision. FFTs run in float32 (`models.spec`), the EM in complex128 as in norbert: Cx is
+Precision. FFTs run in float32 (`separator.spec`), the EM in complex128 as in norbert: Cx is
 close to singular wherever all sources share one direction (everything panned centre, a mono
 song), and float32 cannot invert it. The outputs have the dtype of the estimates.
 
@@ -47,7 +47,7 @@ import typing as tp
 import torch
 
 from .apply import overlap_add
-from .models.spec import ispectro, spectro
+from .spec import ispectro, spectro
 
 CHUNK_OVERLAP = 0.25  # fraction of a chunk cross-faded with the next one
 

@@ -151,7 +151,30 @@ def without_durations(entries: list) -> list:
 
 def final_state(cwd: Path, sig: str) -> dict:
     return torch.load(xp_folder(cwd, sig) / 'checkpoint.th', map_location='cpu',
-                      weights_only=False)
+                      weights_only=True)
+
+
+def assert_same_xp(straight: Path, other: Path, sig: str) -> tp.Tuple[dict, dict]:
+    """XP `sig` ended in `other` exactly as in `straight` (an uninterrupted run): the same
+    history (durations aside), and bitwise the same weights, best state, EMAs and optimizer
+    state. Returns both final states, for the checks of one test."""
+    assert without_durations(history(other, sig)) == without_durations(history(straight, sig))
+    expected, got = final_state(straight, sig), final_state(other, sig)
+    for key in ['model', 'best_state']:
+        assert expected[key].keys() == got[key].keys(), key
+        for name, value in expected[key].items():
+            assert torch.equal(value, got[key][name]), f'{key}.{name} differs'
+    assert len(expected['emas']) == len(got['emas'])
+    for ema, got_ema in zip(expected['emas'], got['emas']):
+        for name, value in ema['state'].items():
+            assert torch.equal(value, got_ema['state'][name]), f'ema {name} differs'
+    assert expected['optimizer']['state'].keys() == got['optimizer']['state'].keys()
+    for index, state in expected['optimizer']['state'].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value),
+                               torch.as_tensor(got['optimizer']['state'][index][name])), \
+                f'optimizer state {index}.{name} differs'
+    return expected, got
 
 
 def start_dora(args: tp.Sequence[str], cwd: Path, log: tp.Optional[Path] = None

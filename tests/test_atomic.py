@@ -1,10 +1,13 @@
-"""Atomic writes: whole files or the previous version, full disks named, stems included."""
+"""Atomic writes: whole files or the previous version, full disks named, stems included;
+folders whole, old or new, whatever instant their writer is killed at."""
 import collections
 import errno
 import json
 import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -66,15 +69,125 @@ def test_folder_is_replaced_whole_and_stale_ones_removed(tmp_path):
     with atomic.atomic_folder(folder) as tmp:
         (tmp / 'b.wav').write_text('two')
     assert os.listdir(folder) == ['b.wav']
-    # A writer killed before it cleaned up: its folder goes once its process is gone.
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    (tmp_path / f'.track.tmp-{dead}-abcd').mkdir()
-    (tmp_path / f'.other.tmp-{dead}-abcd').mkdir()
-    (tmp_path / f'.track.tmp-{os.getpid()}-live').mkdir()
+    # A writer killed before it cleaned up: what it left goes once its process is gone,
+    # never what a live writer is using, nor other targets, nor the target in place.
+    dead = _dead_pid()
+    left = [f'.track.tmp-{dead}-abcd', f'.track.old-{dead}-abcd']
+    kept = [f'.other.tmp-{dead}-abcd', f'.other.old-{dead}-abcd',
+            f'.track.tmp-{os.getpid()}-live', f'.track.old-{os.getpid()}-live']
+    for name in left + kept:
+        (tmp_path / name).mkdir()
     atomic.remove_stale_folders(tmp_path, 'track')
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        ['track', f'.other.tmp-{dead}-abcd', f'.track.tmp-{os.getpid()}-live'])
+    assert sorted(os.listdir(tmp_path)) == sorted(['track'] + kept)
+    assert os.listdir(folder) == ['b.wav']
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    return int(subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+OLD = {'a.wav': 'old a', 'b.wav': 'old b'}
+NEW = {'a.wav': 'new a', 'c.wav': 'new c', 'd.wav': 'new d'}
+
+# A child process replaces OLD by NEW in `track` and dies (os._exit) at one instant.
+_KILLED_WRITER = textwrap.dedent('''
+    import os, shutil, sys
+    from separator import atomic
+    folder, where = sys.argv[1], sys.argv[2]
+    real_replace, real_rmtree, renames = os.replace, shutil.rmtree, []
+    def replace(source, target):
+        if where == f'before rename {len(renames) + 1}':
+            os._exit(9)
+        real_replace(source, target)
+        renames.append(target)
+        if where == f'after rename {len(renames)}':
+            os._exit(9)
+    def rmtree(path, ignore_errors=False):
+        if where == 'deleting the old copy' and os.path.exists(path):
+            os.remove(os.path.join(path, sorted(os.listdir(path))[0]))
+            os._exit(9)
+        real_rmtree(path, ignore_errors=ignore_errors)
+    os.replace, shutil.rmtree = replace, rmtree
+    with atomic.atomic_folder(folder) as tmp:
+        for index, (name, text) in enumerate(NEW.items()):
+            if where == 'filling' and index == 1:
+                os._exit(9)
+            with open(os.path.join(tmp, name), 'w') as fout:
+                fout.write(text)
+    os._exit(0)
+''')
+
+
+def _contents(folder: Path) -> dict:
+    return {path.name: path.read_text() for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize('where, expected', [
+    ('filling', OLD), ('before rename 1', OLD), ('after rename 1', OLD),
+    ('after rename 2', NEW), ('after rename 3', NEW), ('deleting the old copy', NEW),
+    ('nowhere', NEW)])
+def test_folder_writer_killed_at_any_instant_leaves_old_or_new(tmp_path, where, expected):
+    """Renames: 1 the old folder aside, 2 the new one in, 3 the old copy to its deletion
+    name. After the recovery of the next start, the folder is whole: old, or new once
+    renamed in; and nothing else is left."""
+    folder = tmp_path / 'track'
+    with atomic.atomic_folder(folder) as tmp:
+        for name, text in OLD.items():
+            (tmp / name).write_text(text)
+    code = f'NEW = {NEW!r}\n' + _KILLED_WRITER
+    result = subprocess.run([sys.executable, '-c', code, str(folder), where],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == (0 if where == 'nowhere' else 9), result.stderr
+    atomic.remove_stale_folders(tmp_path, 'track')
+    assert os.listdir(tmp_path) == ['track']
+    assert _contents(folder) == expected
+
+
+def test_recovery_puts_back_the_old_copy_of_any_target(tmp_path):
+    """`remove_stale_folders(parent)` (all targets, as the label-noise writer calls it)."""
+    dead = _dead_pid()
+    for name in ['one', 'two']:
+        old = tmp_path / f'.{name}.old-{dead}-abcd'
+        old.mkdir()
+        (old / 'a.wav').write_text(f'old {name}')
+        (tmp_path / f'.{name}.tmp-{dead}-abcd').mkdir()
+    (tmp_path / 'two').mkdir()
+    (tmp_path / 'two' / 'a.wav').write_text('new two')
+    atomic.remove_stale_folders(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ['one', 'two']
+    assert _contents(tmp_path / 'one') == {'a.wav': 'old one'}
+    assert _contents(tmp_path / 'two') == {'a.wav': 'new two'}
+
+
+def test_every_rename_is_made_durable(tmp_path, monkeypatch):
+    """The folder holding a rename is fsynced after it, before anything else happens."""
+    events = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(source, target):
+        events.append(('rename', Path(target).name))
+        real_replace(source, target)
+
+    def fsync(fd):
+        if os.path.isdir(f'/proc/self/fd/{fd}'):
+            events.append(('fsync', Path(os.readlink(f'/proc/self/fd/{fd}')).name))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, 'replace', replace)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    atomic.write_text(tmp_path / 'a.txt', 'one')
+    assert events == [('rename', 'a.txt'), ('fsync', tmp_path.name)]
+    events.clear()
+    with atomic.atomic_folder(tmp_path / 'track') as tmp:
+        (tmp / 'a.wav').write_text('one')
+    with atomic.atomic_folder(tmp_path / 'track') as tmp:
+        (tmp / 'a.wav').write_text('two')
+    renames = [name for kind, name in events if kind == 'rename']
+    assert len(renames) == 4     # in; then aside, in, to its deletion name
+    assert events == [event for name in renames
+                      for event in [('rename', name), ('fsync', tmp_path.name)]]
 
 
 def test_temporaries_of_a_killed_writer_are_removed(tmp_path):

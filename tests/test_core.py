@@ -81,8 +81,8 @@ def test_augment_is_seeded_and_keeps_content():
     gen = torch.Generator().manual_seed(0)
     scaled = augment.scale(sources, gen, 1., 0.5, 0.5)
     assert torch.allclose(scaled, sources * 0.5)
-    with pytest.raises(ValueError, match='must divide'):
-        augment.remix(torch.randn(6, 4, 2, 10), gen, 1., 4)
+    # Any batch: 6 is a group of 4 and one of 2 (tests/test_any_batch.py).
+    assert augment.remix(torch.randn(6, 4, 2, 10), gen, 1., 4).shape == (6, 4, 2, 10)
 
 
 class Gains(torch.nn.Module):
@@ -217,8 +217,7 @@ def test_loss_truncation_masks_the_largest_losses():
     # The masked mean ignores the dropped examples: an outlier stem no longer matters.
     assert weighted_loss(losses, None, mask).item() == pytest.approx(((1 + 3) / 2 + 1.5) / 2)
     assert kept_count(4, 0.7) == 3
-    with pytest.raises(ValueError, match=r'drops nothing in a batch of 4 .* at least 10'):
-        kept_count(4, 0.9)
+    assert kept_count(4, 0.9) == 4  # too small to drop anything: trained whole
     with pytest.raises(ValueError, match=r'must be in \(0, 1\)'):
         kept_count(4, 1.5)
     # Ranked relative to the target's level, a loud example with a small relative error is

@@ -5,10 +5,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
 
-from .conftest import (TINY, final_state, history, kill_after, run_dora, signature, start_dora,
-                       without_durations, xp_folder)
+from .conftest import (TINY, assert_same_xp, history, kill_after, run_dora, signature,
+                       start_dora, xp_folder)
 
 DDP = ['-d', '--ddp_workers', '2']
 
@@ -49,10 +48,7 @@ def test_ddp_sigkill_and_resume_is_exact(tiny_data, tmp_path):
     resumed = run_dora(['run', '-d', '-f', sig], killed)
     assert 'No GPU: DDP with 2 CPU worker(s) (gloo), as wrote its checkpoint' in \
         resumed.stdout + resumed.stderr
-    assert without_durations(history(killed, sig)) == without_durations(history(straight, sig))
-    expected, got = final_state(straight, sig), final_state(killed, sig)
-    for name, value in expected['model'].items():
-        assert torch.equal(value, got['model'][name]), name
+    assert_same_xp(straight, killed, sig)
 
 
 def _worker_pids(parent: int) -> dict:

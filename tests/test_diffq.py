@@ -8,8 +8,8 @@ from separator.solver import _with_own_bit_widths
 from separator.states import QUANTIZED, build_model, float_state, get_quantizer, safe_load
 from tools import export
 
-from .conftest import (TINY, final_state, history, kill_after, run_dora, signature, start_dora,
-                       without_durations)
+from .conftest import (TINY, assert_same_xp, final_state, history, kill_after, run_dora,
+                       signature, start_dora)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -96,14 +96,4 @@ def test_sigkill_and_resume_is_exact(tiny_data, tmp_path):
     resumed = run_dora(['run', '-f', sig], killed)
     assert 'Resumed from' in resumed.stdout + resumed.stderr
 
-    assert without_durations(history(killed, sig)) == without_durations(history(straight, sig))
-    expected, got = final_state(straight, sig), final_state(killed, sig)
-    for key in ['model', 'best_state']:
-        assert expected[key].keys() == got[key].keys()
-        for name, value in expected[key].items():
-            assert torch.equal(value, got[key][name]), f'{key}.{name} differs after resume'
-    for name, value in expected['emas'][0]['state'].items():
-        assert torch.equal(value, got['emas'][0]['state'][name]), f'ema {name} differs'
-    for index, state in expected['optimizer']['state'].items():  # bit widths' Adam too
-        for name, value in state.items():
-            assert torch.equal(value, got['optimizer']['state'][index][name]), (index, name)
+    assert_same_xp(straight, killed, sig)         # the bit widths' Adam state too

@@ -5,7 +5,7 @@ import torch
 
 from separator.models import MODELS, get_model_class
 from separator.models.hdemucs import BLSTM, HDemucs, check_hyperparams
-from separator.models.spec import (_istft_overlap_add, channels_to_complex, complex_to_channels,
+from separator.spec import (_istft_overlap_add, channels_to_complex, complex_to_channels,
                                    ispectro, spectro)
 from separator.states import atomic_save, load_model, safe_load, serialize_model
 

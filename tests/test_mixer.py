@@ -67,7 +67,7 @@ def test_mixer_xp_blends_trained_xps(tiny_xp, tiny_data):
     """A Mixer XP over a trained XP: its separator holds that XP's best weights, unchanged by
     training; the blend learns; the export separates a song."""
     cwd, sig = tiny_xp
-    args = [*TINY, f'dset.musdb={tiny_data}', 'model=mixer', f'mixer.models=[{sig}]',
+    args = [*TINY, f'dset.musdb={tiny_data}', 'model=mixer', f"mixer.models=['{sig}']",
             'epochs=1', 'max_batches=3', 'test.every=1', 'test.max_tracks=1', 'optim.lr=1e-2']
     mixer_sig = signature(run_dora(['run', *args], cwd))
     assert np.isfinite(history(cwd, mixer_sig)[0]['test']['nsdr'])

@@ -1,5 +1,6 @@
 """The SDX23 lineage (grids/sdx23.py): declared stages and signatures, the tiny scale run end
 to end without Slurm (`python -m tools.lineage sdx23_tiny`), and its bag separating a song."""
+import importlib
 import json
 import re
 
@@ -41,6 +42,22 @@ def test_a_lineage_checks_its_declaration():
         == ['a', 'f']
 
 
+def test_lineages_judge_with_the_winners_statistic():
+    """Every filter stage of the lineages passes filter.statistic=ccom and the winner's
+    silence level explicitly (the config's defaults stay purity and -60); sdx23_small chooses
+    its threshold from the scores (auto), not from the injected manifest."""
+    thresholds = {}
+    for name in ('sdx23', 'sdx23_small', 'sdx23_tiny'):
+        lineage = importlib.import_module(f'grids.{name}').LINEAGE
+        filters = [stage for stage in lineage.stages if 'filter.model' in stage.overrides]
+        assert [stage.name for stage in filters] == ['filter1', 'filter2'], name
+        for stage in filters:
+            assert stage.overrides['filter.statistic'] == 'ccom', (name, stage)
+            assert stage.overrides['filter.silence'] == -80, (name, stage)
+        thresholds[name] = {stage.overrides.get('filter.threshold') for stage in filters}
+    assert thresholds == {'sdx23': {None}, 'sdx23_small': {'auto'}, 'sdx23_tiny': {None}}
+
+
 def test_grid_dry_run_lists_the_stages_their_parents_and_signatures(tmp_path):
     result = run_dora(['grid', 'sdx23', '--dry_run', '--init'], tmp_path)
     rows = parse_table(result.stdout)
@@ -59,6 +76,63 @@ def test_grid_dry_run_lists_the_stages_their_parents_and_signatures(tmp_path):
     again = parse_table(run_python(['-m', 'tools.lineage', 'sdx23', '--dry_run'],
                                    tmp_path).stdout)
     assert {name: row[0] for name, row in again.items()} == sigs
+
+    # Every stage's XP is the published recipe (README, "The SDX23 recipe as one lineage";
+    # written here by hand): its config once composed, parents given by their signatures.
+    # (parent: continue_from, clean: the filter stage of dset.clean_lists, q: loss truncation,
+    # weights, global batch, epochs at full scale: the winner's 500 / 200 / 360, ours 100.)
+    def training(parent, clean, q, weights, epochs, batch=32):
+        return dict(parent=parent, clean=clean, q=q, weights=weights, batch=batch,
+                    epochs=epochs)
+
+    recipe = {
+        'pretrain_q0.7': training(None, None, 0.7, None, 500),
+        'pretrain_q0.5': training('pretrain_q0.7', None, 0.5, None, 200),
+        'pretrain_q0.3': training('pretrain_q0.5', None, 0.3, None, 100),
+        'filter1': dict(judge='pretrain_q0.3'),
+        'joint': training('pretrain_q0.3', 'filter1', None, None, 360),
+        'filter2': dict(judge='joint'),
+        'vocals': training('joint', 'filter2', None, [0, 0, 0, 1], 100),
+        'bass': training('joint', 'filter2', None, [0, 1, 0, 1], 100),
+        'drums': training('joint', 'filter2', None, [0.9, 0.05, 0, 0.05], 100),
+        'other_q0.9': training('joint', 'filter2', 0.9, None, 100, batch=80),
+        'other': training('other_q0.9', 'filter2', None, [0, 0, 1, 0], 100),
+    }
+    script = (
+        "import json\n"
+        "from grids.sdx23 import LINEAGE\n"
+        "from separator.lineage import resolve\n"
+        "from separator.train import main\n"
+        "out = {}\n"
+        "for item in resolve(LINEAGE, main):\n"
+        "    cfg = item.xp.cfg\n"
+        "    out[item.stage.name] = dict(\n"
+        "        sig=item.sig, model=cfg.model, dset=list(cfg.dset.sources),\n"
+        "        train_folder=cfg.dset.train_folder, judge=cfg.filter.model,\n"
+        "        parent=cfg.continue_from, clean=cfg.dset.clean_lists,\n"
+        "        q=cfg.optim.loss_truncation, batch=cfg.batch_size, epochs=cfg.epochs,\n"
+        "        weights=None if cfg.weights is None else list(cfg.weights))\n"
+        "print(json.dumps(out))\n")
+    composed = run_python(['-c', script], tmp_path)
+    assert composed.returncode == 0, composed.stderr[-3000:]
+    configs = json.loads(composed.stdout.strip().splitlines()[-1])
+    assert list(configs) == STAGES and configs['pretrain_q0.7']['train_folder']
+    for name, expected in recipe.items():
+        config = configs[name]
+        assert config['sig'] == sigs[name], name
+        # HTDemucs on the noisy (label-noise) training set, every stage.
+        assert config['model'] == 'htdemucs', name
+        assert config['dset'] == ['drums', 'bass', 'other', 'vocals'], name
+        assert config['train_folder'] == configs['pretrain_q0.7']['train_folder'], name
+        if 'judge' in expected:      # a filter stage: judges with its parent, trains nothing
+            assert config['judge'] == sigs[expected['judge']], name
+            assert config['parent'] is None and config['clean'] is None, name
+            continue
+        assert config['judge'] is None, name
+        got = {key: config[key] for key in expected}
+        want = dict(expected, parent=expected['parent'] and sigs[expected['parent']],
+                    clean=expected['clean'] and sigs[expected['clean']])
+        assert got == want, name
 
 
 def test_tiny_lineage_runs_end_to_end_and_its_bag_separates(tmp_path):
@@ -89,7 +163,10 @@ def test_tiny_lineage_runs_end_to_end_and_its_bag_separates(tmp_path):
             kept = (folder / f'clean_{source}.txt').read_text().split()
             assert kept and all(not scores[track][source]['silent'] for track in kept)
         history = json.loads((xp_folder(tmp_path, sigs[stage]) / 'history.json').read_text())
-        assert set(history[0]['filter']) >= {'kept', 'stems', 'precision', 'recall', 'f1'}
+        assert set(history[0]['filter']) >= {'kept', 'stems', 'precision', 'recall', 'f1',
+                                              'threshold'}
+        config = json.loads((folder / 'scores.json').read_text())['config']
+        assert (config['statistic'], config['silence_db']) == ('ccom', -80)
     # ... and the next stages trained on those clean lists.
     assert 'Clean stems per source' in log('joint') and 'Clean stems per source' in log('drums')
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from separator.models.spec import spectro
+from separator.spec import spectro
 from separator.models.tfc_tdf import TFCTDFNet, merge_subbands, split_subbands
 from separator.states import atomic_save, load_model, safe_load, serialize_model
 

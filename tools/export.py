@@ -3,7 +3,7 @@
     python -m tools.export SIG [SIG ...] [-o release_models] [--half | --quantize diffq]
         [--torchscript] [--onnx] [--xps outputs/xps]
 
-Writes `OUT/SIG.th` for each XP: the model class, its constructor arguments, the weights of
+Writes `OUT/SIG.th` for each XP: the model's registry name, its constructor arguments, the weights of
 the best state (the last weights if there is none), the XP signature and its final test
 metrics. `separator.states.load_model(path)` rebuilds the model without any Hydra config;
 `separator.pretrained.get_model(SIG, OUT)` and the `separator` command use these packages.
@@ -27,62 +27,21 @@ from pathlib import Path
 import torch
 
 from separator.pretrained import DEFAULT_XPS
-from separator.states import (atomic_save, checkpoint_weights, load_model,
-                              read_xp_checkpoint)
+from separator.states import (PackageError, atomic_save, load_model, read_xp_checkpoint,
+                              release_package)
 
 
 class ExportError(ValueError):
     """An XP cannot be exported; the message names the fix."""
 
 
-def last_test_metrics(history: tp.Sequence[dict]) -> dict:
-    """The test metrics of the last epoch that has some, or {}."""
-    for metrics in reversed(history):
-        if metrics.get('test'):
-            return dict(metrics['test'])
-    return {}
-
-
 def make_package(checkpoint: dict, half: bool = False,
                  quantize: tp.Optional[str] = None) -> dict:
-    """The release package of an XP checkpoint (see `separator.solver.Solver._state_dict`);
-    `quantize='diffq'`: with DiffQ's bit-packed weights (XPs trained with `quant.diffq`)."""
-    for key in ('package', 'model'):
-        if key not in checkpoint:
-            raise ExportError(f"the checkpoint has no {key!r} entry: it was not written by "
-                              f"separator's solver.")
-    if quantize not in (None, 'diffq'):
-        raise ExportError(f"unknown quantization {quantize!r}: use diffq.")
-    if quantize and half:
-        raise ExportError("--half and --quantize diffq exclude each other: a quantized package "
-                          "has its own small weights.")
-    if quantize and not checkpoint.get('quantizer'):
-        sig = checkpoint.get('sig') or 'SIG'
-        raise ExportError(f"XP {sig} was not trained with DiffQ (quant.diffq is null), so it has "
-                          f"no learnt bit widths to quantize with. Export it without "
-                          f"--quantize, or train a copy with DiffQ and export that one: "
-                          f"`dora run -f {sig} quant.diffq=0.0003` (the weight of the "
-                          f"model size penalty; see quant.* in conf/config.yaml).")
-    if quantize:
-        state = checkpoint_weights(checkpoint, quantized=True)
-    else:
-        dtype = torch.float16 if half else None
-        state = {key: value.detach().to('cpu', dtype=dtype if value.is_floating_point()
-                                        else None, copy=True)
-                 for key, value in checkpoint_weights(checkpoint).items()}
-    history = list(checkpoint.get('history') or [])
-    package = checkpoint['package']
-    return {
-        'klass': package['klass'],
-        'args': package['args'],
-        'kwargs': package['kwargs'],
-        'state': state,
-        'sig': checkpoint.get('sig'),
-        'metrics': last_test_metrics(history),
-        'epochs': len(history),
-        'half': half,
-        'quantize': quantize,
-    }
+    """`states.release_package`, its errors as ExportError."""
+    try:
+        return release_package(checkpoint, half, quantize)
+    except PackageError as error:
+        raise ExportError(str(error)) from None
 
 
 def serialized_size(obj: tp.Any) -> int:
@@ -161,7 +120,7 @@ def export_onnx(package: dict, target: Path) -> float:
     `torch.onnx.export` (the torch.export-based exporter, opset 18): the input is `mix`
     [batch, channels, segment * samplerate], any batch, the segment fixed as for TorchScript;
     the output `sources` [batch, sources, channels, time]. The STFT becomes ONNX's STFT op
-    and the inverse STFT an inverse DFT and an overlap-add (`models.spec`), so the whole
+    and the inverse STFT an inverse DFT and an overlap-add (`separator.spec`), so the whole
     hybrid model is in the graph. The graph's metadata gives what a runtime needs to cut
     songs into chunks: sources, samplerate, segment, audio_channels, and the XP signature.
     """

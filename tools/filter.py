@@ -2,8 +2,16 @@
 
     python -m tools.filter SIG_OR_NAME NOISY_FOLDER -o OUT
         [--repo release_models | --xps outputs/xps]
-        [--semitones 6 --stretch 2 --threshold 20 --silence -60 --statistic purity]
+        [--semitones 6 --stretch 2 --statistic ccom --threshold 20|auto --silence -80]
         [--workers 2 --threads 1] [--manifest PATH]
+
+`--statistic ccom` (the default) is the winner's test exactly: 20 log10 of the sum of |x| of
+each output, clean iff the own source beats every other by strictly more than the threshold
+(20 dB), silent when every output is at or below -80 dB or the input's mean |x| is below
+`--silence` (-80 dBFS). `purity` (RMS levels, >=, silence -60 dBFS RMS) and `sdr` are ours
+(`separator.filtering`). `--threshold auto` chooses the threshold from the scores of the set
+itself (the valley of their two modes), without the ground truth; when the scores are not
+bimodal, the statistic's default decides, with a warning.
 
 The model is an XP signature (its `checkpoint.th` in `--xps`, best state or else last
 weights) or a released model/bag name of `--repo` (`separator.pretrained.get_model`). With
@@ -23,8 +31,8 @@ from pathlib import Path
 
 from torch import nn
 
-from separator.filtering import (STATISTICS, FilterConfig, evaluate, filter_folder,
-                                 format_metrics, ranking_auc)
+from separator.filtering import (AUTO, STATISTICS, FilterConfig, FilterResult, evaluate,
+                                 filter_folder, format_metrics, parse_threshold, ranking_auc)
 from separator.pretrained import DEFAULT_REPO, DEFAULT_XPS, get_model, load_xp
 
 
@@ -45,6 +53,15 @@ def resolve(name: str, repo: tp.Optional[Path], xps: tp.Optional[Path]
     return functools.partial(get_model, name, repo), f'model {name} of {repo}'
 
 
+def threshold_arg(text: str) -> tp.Union[float, str]:
+    """--threshold: dB or 'auto'."""
+    try:
+        return parse_threshold(text, 0.)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither dB (a number) nor "
+                                         f"'{AUTO}'") from None
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m tools.filter',
@@ -63,14 +80,20 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--stretch', type=float, default=2.0,
                         help="Rubber Band stretch factor: 2 plays twice as fast, 0.5 twice as "
                              "slow (default: %(default)s)")
-    parser.add_argument('--statistic', choices=list(STATISTICS), default='purity',
-                        help="statistic that decides (default: %(default)s)")
-    parser.add_argument('--threshold', type=float, default=None,
-                        help="dB; a stem is clean iff its statistic >= threshold (default: "
-                             + ', '.join(f'{k} {v:g}' for k, v in STATISTICS.items()) + ")")
-    parser.add_argument('--silence', type=float, default=-60.0,
-                        help="stems below this level (RMS dBFS) are silent (default: "
-                             "%(default)s)")
+    parser.add_argument('--statistic', choices=list(STATISTICS), default='ccom',
+                        help="statistic that decides: ccom (the winner's), purity or sdr "
+                             "(ours) (default: %(default)s)")
+    parser.add_argument('--threshold', type=threshold_arg, default=None,
+                        help="dB, or 'auto': chosen from the scores of the set (the valley "
+                             "of their two modes; not bimodal: the default). A stem is "
+                             "clean iff its statistic > threshold (ccom) or >= (default: "
+                             + ', '.join(f'{k} {v.threshold:g}' for k, v in STATISTICS.items())
+                             + ")")
+    parser.add_argument('--silence', type=float, default=None,
+                        help="stems below this input level (dBFS: mean |x| for ccom, RMS "
+                             "otherwise) are silent (default: "
+                             + ', '.join(f'{k} {v.silence_db:g}' for k, v in STATISTICS.items())
+                             + ")")
     parser.add_argument('--segment', type=float, default=None,
                         help="chunk length in seconds (default: the model's)")
     parser.add_argument('--workers', type=int, default=2,
@@ -102,15 +125,16 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                               threshold=args.threshold, silence_db=args.silence,
                               statistic=args.statistic, segment=args.segment)
         loader, where = resolve(args.model, args.repo, args.xps)
-        print(f"Filtering {args.noisy} with {where}: {config.statistic} >= "
-              f"{config.threshold:g} dB, {config.semitones:+g} semitones, stretch "
-              f"{config.stretch:g}, silence below {config.silence_db:g} dBFS", flush=True)
+        print(f"Filtering {args.noisy} with {where}: clean iff {config.describe()}, "
+              f"{config.semitones:+g} semitones, stretch {config.stretch:g}, silence below "
+              f"{config.silence_db:g} dBFS", flush=True)
         result = filter_folder(loader, args.noisy, args.out, config, workers=args.workers,
                                threads=args.threads, progress=not args.quiet,
                                info={'model': args.model, 'from': where})
     except (ValueError, FileNotFoundError) as error:   # FilterError, ModelLoadingError...
         print(f"filter: error: {error}", file=sys.stderr)
         return 2
+    print(describe_threshold(result))
     for source in result.sources:
         kept, silent = len(result.clean_tracks(source)), len(result.silent_tracks(source))
         total = sum(source in stems for stems in result.scores.values())
@@ -125,6 +149,19 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                              for name in STATISTICS)
             print(f"ranking AUC ({what}, any threshold): {aucs}")
     return 0
+
+
+def describe_threshold(result: FilterResult) -> str:
+    """The threshold that decided, and how it was chosen."""
+    choice = result.threshold_choice
+    line = f"Threshold: {result.config.describe(result.threshold)}"
+    if result.config.threshold != AUTO:
+        return line + " (given)"
+    if choice.get('bimodal'):
+        return (line + f" (auto: the valley between the modes at {choice['peaks'][0]:g} and "
+                f"{choice['peaks'][1]:g} dB of {choice['stems']} non-silent stems)")
+    return (line + f" (auto: the {choice['stems']} non-silent scores are not bimodal, "
+            f"{choice['reason']}: the statistic's default)")
 
 
 if __name__ == '__main__':

@@ -50,17 +50,44 @@ def fit_length(wav: np.ndarray, length: int) -> np.ndarray:
     return np.pad(wav, pad)
 
 
+# The stereo downmix of ffmpeg's `-ac 2` (libswresample's matrix, centre and surround at
+# -3 dB, LFE dropped) for its default layout of each channel count: [left, right] weights of
+# each input channel, in file order. libswresample then divides by the largest row sum when
+# it works in integers (16/24-bit files), which we always do, so the downmix never clips.
+_C = 0.5 ** 0.5           # -3 dB
+SURROUND_TO_STEREO = {
+    3: [[1, 0], [0, 1], [0, 0]],                                       # 2.1: FL FR LFE
+    4: [[1, 0], [0, 1], [_C, _C], [0.5, 0.5]],                         # 4.0: + BC
+    5: [[1, 0], [0, 1], [_C, _C], [_C, 0], [0, _C]],                   # 5.0: + BL BR
+    6: [[1, 0], [0, 1], [_C, _C], [0, 0], [_C, 0], [0, _C]],           # 5.1: + LFE BL BR
+    7: [[1, 0], [0, 1], [_C, _C], [0, 0], [0.5, 0.5], [_C, 0], [0, _C]],  # 6.1: LFE BC SL SR
+    8: [[1, 0], [0, 1], [_C, _C], [0, 0], [_C, 0], [0, _C], [_C, 0], [0, _C]],  # 7.1
+}
+
+
+def downmix_to_stereo(wav: np.ndarray) -> np.ndarray:
+    """[C, T] surround audio (3 to 8 channels, ffmpeg's default layouts: 5.1 is FL FR FC
+    LFE BL BR) to stereo, as `ffmpeg -ac 2` does for integer files."""
+    matrix = np.asarray(SURROUND_TO_STEREO[wav.shape[0]], dtype=np.float64)
+    matrix /= matrix.sum(0).max()
+    return (matrix.T @ wav.astype(np.float64)).astype(wav.dtype)
+
+
 def convert_channels(wav: np.ndarray, channels: int) -> np.ndarray:
-    """Adapt [C, T] audio to `channels`: mono is repeated, extra channels are averaged."""
-    if wav.shape[0] == channels:
+    """Adapt [C, T] audio to `channels`: mono is repeated; surround (3 to 8 channels) is
+    downmixed to stereo as ffmpeg does (the centre, where the vocals of a 5.1 mix are, is
+    kept), then to mono by averaging; stereo to mono is averaged."""
+    have = wav.shape[0]
+    if have == channels:
         return wav
+    if have == 1:
+        return np.repeat(wav, channels, 0)
+    if have in SURROUND_TO_STEREO and channels <= 2:
+        return convert_channels(downmix_to_stereo(wav), channels)
     if channels == 1:
         return wav.mean(0, keepdims=True)
-    if wav.shape[0] == 1:
-        return np.repeat(wav, channels, 0)
-    if wav.shape[0] > channels:
-        return wav[:channels]
-    raise AudioError(f"Cannot convert {wav.shape[0]} channels to {channels}.")
+    raise AudioError(f"Cannot convert {have} channels to {channels}: convert the file first, "
+                     f"e.g. `ffmpeg -i IN -ac {channels} OUT.wav`.")
 
 
 def check_format(path: Path, info: tp.Any, samplerate: int, channels: int) -> None:

@@ -137,20 +137,39 @@ class EpochSampler(Sampler):
 
     Call `set_epoch` before each epoch. With `epoch_size=len(dataset)` and epoch 0 it
     shards a fixed dataset (validation).
+
+    With `pad=True` (training) every rank yields the same count, ceil(epoch_size /
+    world_size): as torch's `DistributedSampler`, the epoch is padded by wrap-around, the
+    padded positions repeating the first examples of the epoch by their global indices
+    (`epoch * epoch_size + i`: the same examples, a function of the index). Under DDP every
+    training step is a collective (the gradient all-reduce): ranks with different step
+    counts abort (gloo) or hang (nccl). Validation needs no padding, and must not have it:
+    it runs the model without DDP, its only collective is one `distrib.average` per call,
+    which weighs each rank by its own count, so unequal shards are fine, and duplicates
+    would count some segments twice in the validation loss.
     """
 
-    def __init__(self, epoch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, epoch_size: int, rank: int = 0, world_size: int = 1,
+                 pad: bool = False):
         self.epoch_size = epoch_size
         self.rank = rank
         self.world_size = world_size
+        self.pad = pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _positions(self) -> range:
+        """The positions in the epoch of this rank's examples, before wrap-around."""
+        total = self.epoch_size
+        if self.pad and self.epoch_size:
+            total = math.ceil(self.epoch_size / self.world_size) * self.world_size
+        return range(self.rank, total, self.world_size)
+
     def __iter__(self) -> tp.Iterator[int]:
         start = self.epoch * self.epoch_size
-        return iter(range(start + self.rank, start + self.epoch_size, self.world_size))
+        return iter([start + position % self.epoch_size for position in self._positions()])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.epoch_size, self.world_size))
+        return len(self._positions())

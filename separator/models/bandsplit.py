@@ -47,7 +47,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .spec import check_stft, ispectro, spectro
+from ..spec import check_stft, ispectro, spectro
+from .base import SeparationModel
 
 Band = tp.Tuple[int, int]   # STFT bins [start, stop)
 
@@ -380,7 +381,7 @@ def check_common(sources: tp.Sequence[str], audio_channels: int, segment: float,
                          f"mask_mult * dim hidden features; the papers: 4).")
 
 
-class BandSplitModel(nn.Module):
+class BandSplitModel(SeparationModel):
     """STFT -> `BandSplit` -> `sequence_model` -> one `MaskEstimator` per source -> masked
     mixture STFT -> iSTFT. Subclasses build their sequence core after calling `__init__` and
     define `sequence_model` (`[B, T, K, dim]` -> `[B, T, K, dim]`).
@@ -397,16 +398,12 @@ class BandSplitModel(nn.Module):
     def __init__(self, sources: tp.Sequence[str], audio_channels: int, samplerate: int,
                  segment: float, bands: tp.Sequence[Band], bands_fix: str, dim: int,
                  n_fft: int, hop_length: int, mask_mult: float, norm: str):
-        super().__init__()
         check_common(sources, audio_channels, segment, dim, mask_mult)
         check_stft(n_fft, hop_length)
         if norm not in NORMS:
             raise ValueError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
         check_bands(bands, num_bins(n_fft), bands_fix)
-        self.sources = list(sources)
-        self.audio_channels = audio_channels
-        self.samplerate = samplerate
-        self.segment = segment
+        super().__init__(sources, audio_channels, samplerate, segment)
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.bands = list(bands)

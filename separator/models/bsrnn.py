@@ -40,7 +40,7 @@ import typing as tp
 import torch
 from torch import nn
 
-from ..states import capture_init
+from .base import capture_init
 from .bandsplit import (BSRNN_VOCALS_SPLITS, BandSplitModel, along_bands, along_time,
                         hz_bands)
 

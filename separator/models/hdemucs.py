@@ -49,8 +49,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..states import capture_init
-from .spec import channels_to_complex, complex_to_channels, ispectro, spectro, with_phase_of
+from .base import SeparationModel, capture_init
+from ..spec import channels_to_complex, complex_to_channels, ispectro, spectro, with_phase_of
 
 
 # ----------------------------------------------------------------------------------------
@@ -431,7 +431,7 @@ def hybrid_input(model: nn.Module, mix: torch.Tensor) -> HybridInput:
     mean_t = mix.mean(dim=(1, 2), keepdim=True)
     std_t = mix.std(dim=(1, 2), keepdim=True)
     mix = F.pad(mix, (0, padded - length))
-    z = aligned_spectro(mix, model.nfft)
+    z = aligned_spectro(mix, model.n_fft)
     xf = complex_to_channels(z) if model.cac else z.abs()
     mean_f = xf.mean(dim=(1, 2, 3), keepdim=True)
     std_f = xf.std(dim=(1, 2, 3), keepdim=True)
@@ -453,23 +453,18 @@ def hybrid_output(model: nn.Module, inputs: HybridInput, xt: torch.Tensor,
         zout = channels_to_complex(xf)
     else:  # estimated magnitude with the phase of the mixture
         zout = with_phase_of(inputs.z, xf)
-    out = aligned_ispectro(zout, model.nfft, inputs.padded)
+    out = aligned_ispectro(zout, model.n_fft, inputs.padded)
     out = out + xt.view(B, S, C, inputs.padded) * std_t[:, None] + mean_t[:, None]
     return out[..., :inputs.length]
 
 
-def hybrid_setup(model: nn.Module, sources: tp.Sequence[str], audio_channels: int,
-                 samplerate: int, segment: float, nfft: int, depth: int, cac: bool,
+def hybrid_setup(model: nn.Module, nfft: int, depth: int, cac: bool,
                  layer_lists: tp.Sequence[str]) -> None:
-    """What HDemucs and HTDemucs set up alike: their attributes, and their empty layer lists,
-    registered in the order of `layer_lists` (the order of `parameters()`, hence of the
-    optimizer's state in checkpoints: keep it). Decoders are stored outermost layer first and
-    run in reverse order."""
-    model.sources = list(sources)
-    model.audio_channels = audio_channels
-    model.samplerate = samplerate
-    model.segment = segment
-    model.nfft = nfft
+    """What HDemucs and HTDemucs set up alike beyond the model contract: their STFT and
+    depth, and their empty layer lists, registered in the order of `layer_lists` (the order
+    of `parameters()`, hence of the optimizer's state in checkpoints: keep it). Decoders are
+    stored outermost layer first and run in reverse order."""
+    model.n_fft = nfft
     model.hop_length = nfft // 4
     model.depth = depth
     model.cac = cac
@@ -477,7 +472,7 @@ def hybrid_setup(model: nn.Module, sources: tp.Sequence[str], audio_channels: in
         setattr(model, name, nn.ModuleList())
 
 
-class HDemucs(nn.Module):
+class HDemucs(SeparationModel):
     """Hybrid (waveform + spectrogram) Demucs. See the module docstring.
 
     Args:
@@ -508,11 +503,9 @@ class HDemucs(nn.Module):
                  dconv_depth: int = 2, dconv_comp: int = 4, dconv_init: float = 1e-3,
                  dconv_lstm: int = 0, dconv_attn: int = 0, freq_emb: float = 0.2,
                  emb_scale: float = 10., rescale: float = 0.1):
-        super().__init__()
-        if not sources:
-            raise ValueError("HDemucs needs at least one source.")
+        super().__init__(sources, audio_channels, samplerate, segment)
         self.n_freq_layers = check_hyperparams(nfft, depth, kernel_size, stride, time_stride)
-        hybrid_setup(self, sources, audio_channels, samplerate, segment, nfft, depth, cac,
+        hybrid_setup(self, nfft, depth, cac,
                      ['time_encoder', 'freq_encoder', 'shared_encoder', 'time_decoder',
                       'freq_decoder', 'shared_decoder'])
         self.time_stride = time_stride

@@ -49,7 +49,7 @@ import typing as tp
 import torch
 from torch import nn
 
-from ..states import capture_init
+from .base import SeparationModel, capture_init
 from .hdemucs import (DecLayer, EncLayer, FreqEmbedding, check_kernel_stride, hybrid_input,
                       hybrid_output, hybrid_setup, rescale_module)
 from .transformer import CrossDomainTransformer
@@ -86,7 +86,7 @@ def check_hyperparams(nfft: int, depth: int, kernel_size: int, stride: int) -> N
             f"the frequency axis). Use depth<={allowed}, or {hint} for depth={depth}.")
 
 
-class HTDemucs(nn.Module):
+class HTDemucs(SeparationModel):
     """Hybrid Transformer Demucs. See the module docstring.
 
     Args:
@@ -139,9 +139,7 @@ class HTDemucs(nn.Module):
                  t_gelu: bool = True, t_max_period: float = 10000.,
                  t_weight_pos_embed: float = 1.0, rescale: float = 0.1,
                  per_source_decoders: bool = False):
-        super().__init__()
-        if not sources:
-            raise ValueError("HTDemucs needs at least one source.")
+        super().__init__(sources, audio_channels, samplerate, segment)
         if audio_channels < 1:
             raise ValueError(f"audio_channels must be >= 1, got {audio_channels}.")
         if channels < 1 or growth <= 0:
@@ -151,7 +149,7 @@ class HTDemucs(nn.Module):
             raise ValueError(f"Need dconv_comp >= 1 and dconv_depth >= 0, got "
                              f"dconv_comp={dconv_comp}, dconv_depth={dconv_depth}.")
         check_hyperparams(nfft, depth, kernel_size, stride)
-        hybrid_setup(self, sources, audio_channels, samplerate, segment, nfft, depth, cac,
+        hybrid_setup(self, nfft, depth, cac,
                      ['time_encoder', 'freq_encoder', 'time_decoder', 'freq_decoder'])
         self.stride = stride
         self.per_source_decoders = per_source_decoders

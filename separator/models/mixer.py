@@ -20,10 +20,10 @@ import typing as tp
 import torch
 from torch import nn
 
-from ..states import build_model, capture_init
+from .base import SeparationModel, capture_init
 
 
-class Mixer(nn.Module):
+class Mixer(SeparationModel):
     """A learnt linear blend of frozen separators. See the module docstring.
 
     Args:
@@ -37,14 +37,12 @@ class Mixer(nn.Module):
     def __init__(self, sources: tp.List[str], audio_channels: int = 2,
                  samplerate: int = 44100, segment: float = 7.8,
                  separators: tp.Sequence[dict] = ()):
-        super().__init__()
         if not separators:
             raise ValueError("The Mixer needs at least one separator: mixer.models=[SIG, ...] "
                              "(signatures of trained XPs).")
-        self.sources = list(sources)
-        self.audio_channels = audio_channels
-        self.samplerate = samplerate
-        self.segment = segment
+        super().__init__(sources, audio_channels, samplerate, segment)
+        # Packages are read by states, which imports the registry, which imports this file.
+        from ..states import build_model
         self.separators = nn.ModuleList(build_model(package) for package in separators)
         for index, model in enumerate(self.separators):
             mine = (self.sources, self.audio_channels, self.samplerate)

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..states import capture_init
+from .base import capture_init
 from .bandsplit import (Band, BandSplitModel, RMSNorm, along_bands, along_time, mel_bands,
                         roformer_bands)
 

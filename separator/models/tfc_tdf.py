@@ -70,8 +70,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..states import capture_init
-from .spec import check_stft, channels_to_complex, complex_to_channels, ispectro, spectro
+from .base import SeparationModel, capture_init
+from ..spec import check_stft, channels_to_complex, complex_to_channels, ispectro, spectro
 
 NORMS = "InstanceNorm, BatchNorm, GroupNorm<groups> (e.g. GroupNorm4) or none"
 ACTS = "gelu, relu, elu or elu<alpha> (e.g. elu0.5)"
@@ -291,7 +291,7 @@ def check_freqs(dim_f: int, num_subbands: int, num_scales: int, freq_scale: int,
             f"bottleneck_factor<={bottom}, a larger dim_f, or fewer subbands or scales.")
 
 
-class TFCTDFNet(nn.Module):
+class TFCTDFNet(SeparationModel):
     """TFC-TDF U-Net v3 (KUIELab, SDX23). See the module docstring.
 
     Args:
@@ -320,9 +320,7 @@ class TFCTDFNet(nn.Module):
                  num_scales: int = 5, num_blocks_per_scale: int = 2,
                  bottleneck_factor: int = 4, scale: tp.Sequence[int] = (2, 2),
                  norm: str = 'InstanceNorm', act: str = 'gelu'):
-        super().__init__()
-        if not sources:
-            raise ValueError("TFCTDFNet needs at least one source.")
+        super().__init__(sources, audio_channels, samplerate, segment)
         check_positive(audio_channels=audio_channels, num_subbands=num_subbands,
                        num_channels=num_channels, num_scales=num_scales,
                        num_blocks_per_scale=num_blocks_per_scale,
@@ -336,10 +334,6 @@ class TFCTDFNet(nn.Module):
         check_norm(norm, channel_counts)
         check_act(act)
 
-        self.sources = list(sources)
-        self.audio_channels = audio_channels
-        self.samplerate = samplerate
-        self.segment = segment
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.dim_f = dim_f

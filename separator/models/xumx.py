@@ -4,7 +4,7 @@ and its special case Open-Unmix (UMX): "Open-Unmix - A Reference Implementation 
 Source Separation" (Stöter, Uhlich, Liutkus, Mitsufuji, JOSS 2019).
 
 A magnitude spectrogram model. The mixture goes through the STFT (`nfft` 4096, hop 1024,
-`models.spec`), its magnitude |X| `[B, C, F, N]` (F = nfft // 2 + 1 bins, N frames) is cut
+`separator.spec`), its magnitude |X| `[B, C, F, N]` (F = nfft // 2 + 1 bins, N frames) is cut
 to the bins at or below `bandwidth` (16 kHz: 1487 of the 2049 bins at 44.1 kHz) and fed to
 one network per source, each with its own weights:
 
@@ -42,7 +42,7 @@ combinations of sources) need the magnitude estimates: `forward_with_magnitudes`
 them with the waveforms (also `forward(mix, with_magnitudes=True)`, for DDP), and
 `magnitude(wav)` gives the targets' magnitudes with the same STFT.
 
-The STFT is normalised (`models.spec`, 1 / sqrt(nfft)), open-unmix's is not: the network
+The STFT is normalised (`separator.spec`, 1 / sqrt(nfft)), open-unmix's is not: the network
 does not care (fc1 has no bias and a BatchNorm follows it, the output is a mask), but the
 magnitudes, hence a spectrogram loss, are nfft times smaller in power.
 
@@ -64,9 +64,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..states import capture_init
-from .. import wiener  # a module, not its function: wiener.py imports models.spec
-from .spec import check_stft, ispectro, spectro, with_phase_of
+from .base import SeparationModel, capture_init
+from ..wiener import multichannel_wiener
+from ..spec import check_stft, ispectro, spectro, with_phase_of
 
 
 def bandwidth_bins(samplerate: float, nfft: int, bandwidth: float) -> int:
@@ -160,7 +160,7 @@ class SourceNetwork(nn.Module):
         return F.relu(x * self.output_scale + self.output_mean)
 
 
-class XUMX(nn.Module):
+class XUMX(SeparationModel):
     """CrossNet-Open-Unmix, and Open-Unmix with `bridge=False`. See the module docstring.
 
     Args:
@@ -190,15 +190,11 @@ class XUMX(nn.Module):
                  lstm_dropout: float = 0.4, bidirectional: bool = True, bridge: bool = True,
                  wiener_iterations: int = 1, train_wiener_iterations: int = 0,
                  wiener_frames: tp.Optional[int] = 300):
-        super().__init__()
         check_hyperparams(sources, audio_channels, samplerate, nfft, hop_length, bandwidth,
                           hidden_size, lstm_layers, lstm_dropout, bidirectional,
                           wiener_iterations, train_wiener_iterations, wiener_frames)
-        self.sources = list(sources)
-        self.audio_channels = audio_channels
-        self.samplerate = samplerate
-        self.segment = segment
-        self.nfft = nfft
+        super().__init__(sources, audio_channels, samplerate, segment)
+        self.n_fft = nfft
         self.hop_length = hop_length
         self.bridge = bridge
         self.wiener_iterations = wiener_iterations
@@ -216,12 +212,12 @@ class XUMX(nn.Module):
     def stft_length(self, length: int) -> int:
         """Length the waveforms are zero-padded to: the reflect padding of the STFT needs
         more than nfft // 2 samples."""
-        return max(length, self.nfft // 2 + 1)
+        return max(length, self.n_fft // 2 + 1)
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """Complex STFT `[*, T]` -> `[*, F, N]` of `wav` zero-padded to `stft_length`."""
         wav = F.pad(wav, (0, self.stft_length(wav.shape[-1]) - wav.shape[-1]))
-        return spectro(wav, self.nfft, self.hop_length)
+        return spectro(wav, self.n_fft, self.hop_length)
 
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
         """Magnitude STFT, as the model sees it: `[*, T]` -> `[*, F, N]` (for the targets of
@@ -263,8 +259,8 @@ class XUMX(nn.Module):
             return specs
         frames = mix_spec.shape[-1]
         window = self.wiener_frames or frames
-        parts = [wiener.multichannel_wiener(mix_spec[..., start:start + window],
-                                            specs[..., start:start + window], iterations)
+        parts = [multichannel_wiener(mix_spec[..., start:start + window],
+                                     specs[..., start:start + window], iterations)
                  for start in range(0, frames, window)]
         return torch.cat(parts, -1).to(specs.dtype)
 

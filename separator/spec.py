@@ -1,4 +1,5 @@
-"""STFT helpers shared by the spectrogram models (HDemucs, TFC-TDF, BSRNN, RoFormer).
+"""STFT helpers shared by the spectrogram models (HDemucs, TFC-TDF, BSRNN, RoFormer) and the
+Wiener filter (`wiener.py`): at the package top, below both, so that neither imports the other.
 
 All transforms use a Hann window of length `n_fft`, `center=True` with reflect padding and
 `normalized=True` (the transform is scaled by 1/sqrt(n_fft), so spectrogram values have

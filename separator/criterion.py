@@ -1,0 +1,87 @@
+"""The training objective: one object, built by `builders.get_criterion`, that the solver
+calls without knowing any loss by name.
+
+    output = model(mix, **criterion.model_kwargs)       # what the loss needs of the model
+    loss, losses = criterion(output, mix, sources)      # scalar to minimise, [B, S] to log
+    loss, losses = criterion.validation(estimate, sources)
+
+`losses` are per example and source, in the units of the validation loss, so that training
+and validation curves read alike. A new loss is a subclass here (or a new `kind` of
+`losses.source_losses`), its name in `losses.LOSSES` and one branch of
+`builders.get_criterion`.
+"""
+import math
+import typing as tp
+
+import torch
+
+from .losses import (source_losses, target_levels, truncation_mask, weighted_loss,
+                     xumx_loss)
+
+
+class SourceLoss:
+    """Per-source losses (`losses.source_losses`: l1, mse, l1_mrstft), weighted per source,
+    with optional loss truncation (SDX23: per source, only the q smallest losses of a batch
+    train; `rank='relative'` ranks by the loss divided by the target's level)."""
+    model_kwargs: tp.Dict[str, tp.Any] = {}
+
+    def __init__(self, kind: str = 'l1', weights: tp.Optional[tp.Sequence[float]] = None,
+                 truncation: tp.Optional[float] = None, rank: str = 'loss',
+                 stft_weight: float = 1.):
+        self.kind = kind
+        self.weights = None if weights is None else list(weights)
+        self.truncation = truncation
+        self.rank = rank
+        self.stft_weight = stft_weight
+
+    def source_losses(self, estimate: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """`[B, S, C, T]` x2 -> `[B, S]`, in float32 whatever the autocast dtype."""
+        return source_losses(estimate.float(), sources, self.kind, self.stft_weight)
+
+    def __call__(self, output: tp.Any, mix: torch.Tensor, sources: torch.Tensor
+                 ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        losses = self.source_losses(output, sources)
+        mask = None
+        if self.truncation:
+            levels = None
+            if self.rank == 'relative':
+                levels = target_levels(sources, self.kind, self.stft_weight)
+            mask = truncation_mask(losses, self.truncation, levels)
+        return weighted_loss(losses, self.weights, mask), losses
+
+    def validation(self, estimate: torch.Tensor, sources: torch.Tensor
+                   ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """The validation loss (weighted, never truncated) and its per-source terms."""
+        losses = self.source_losses(estimate, sources)
+        return weighted_loss(losses, self.weights), losses
+
+
+class XUMXLoss(SourceLoss):
+    """X-UMX's multi-domain loss with combinations (`losses.xumx_loss`), on the estimates and
+    the magnitude estimates of a model with `magnitude` (model=xumx). Validated, and its
+    per-source terms logged, with the L1 of the waveforms: the xumx loss has no per-source
+    terms, and in eval mode the model separates through its Wiener filter, which the
+    magnitude estimates do not describe; the L1 also keeps its validation loss comparable
+    with the XPs of the default loss."""
+    model_kwargs = {'with_magnitudes': True}
+
+    def __init__(self, magnitude: tp.Callable[[torch.Tensor], torch.Tensor], nfft: int,
+                 alpha: float):
+        super().__init__('l1')
+        self.magnitude = magnitude
+        # The model's STFT is normalised (1 / sqrt(nfft)), the official X-UMX's is not:
+        # sqrt(nfft) brings the magnitudes to its units, so that alpha (the official --mcoef)
+        # balances the frequency and time terms as in the paper.
+        self.scale = math.sqrt(nfft)
+        self.alpha = alpha
+
+    def __call__(self, output: tp.Any, mix: torch.Tensor, sources: torch.Tensor
+                 ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        estimate, magnitudes = output
+        with torch.no_grad():  # the targets' STFT: no parameter, no gradient
+            targets = self.magnitude(sources)
+        loss = xumx_loss(estimate.float(), magnitudes.float(), sources, targets, self.alpha,
+                         self.scale, mix).mean()
+        with torch.no_grad():
+            losses = self.source_losses(estimate, sources)
+        return loss, losses
