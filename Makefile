@@ -31,9 +31,9 @@ $(STAMP): setup.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The main job: a small Hybrid Demucs on the synthetic MUSDB18-HQ set (generated on first use).
+# The main job: a small TFC-TDF U-Net on the synthetic MUSDB18-HQ set (generated on first use).
 train: install
-	$(VENV)/bin/dora run variant=demo
+	$(VENV)/bin/dora run variant=quickstart
 
 # Passing tests' temporary folders (XPs, audio: GBs) are removed at the end; failing ones kept.
 test: install

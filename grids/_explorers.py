@@ -9,20 +9,23 @@ SOURCES = ['drums', 'bass', 'other', 'vocals']
 
 
 class SeparatorExplorer(Explorer):
-    """Shows epochs, losses, and the last test nSDR (and museval SDR) per source."""
+    """Shows epochs, losses, and the last test nSDR (and museval SDR) per source, under headers
+    a person can read (no abbreviation)."""
 
     def get_grid_metrics(self) -> tp.List[tp.Any]:
         return [
-            tt.group('train', [tt.leaf('epoch'), tt.leaf('loss', '.4f')], align='>'),
-            tt.group('valid', [tt.leaf('loss', '.4f'), tt.leaf('best', '.4f')], align='>'),
-            tt.group('test', [tt.leaf('nsdr', '.2f')]
-                     + [tt.leaf(f'nsdr_{source}', '.2f') for source in SOURCES]
-                     + [tt.leaf('sdr', '.2f')], align='>'),
+            tt.group('train', [tt.leaf('epochs'), tt.leaf('loss', '.4f')], align='>',
+                     shorten=False),
+            tt.group('valid', [tt.leaf('loss', '.4f'), tt.leaf('best', '.4f')], align='>',
+                     shorten=False),
+            tt.group('test nSDR (dB)', [tt.leaf('mean', '.2f')]
+                     + [tt.leaf(source, '.2f') for source in SOURCES]
+                     + [tt.leaf('museval', '.2f')], align='>', shorten=False),
         ]
 
     def process_history(self, history: tp.List[dict]) -> dict:
-        out: tp.Dict[str, dict] = {'train': {'epoch': len(history)}, 'valid': {}, 'test': {},
-                                   'filter': {}}
+        out: tp.Dict[str, dict] = {'train': {'epochs': len(history)}, 'valid': {},
+                                   'test nSDR (dB)': {}, 'filter': {}}
         for metrics in history:
             if 'filter' in metrics:
                 entry = metrics['filter']
@@ -34,8 +37,11 @@ class SeparatorExplorer(Explorer):
             out['train'].update(loss=metrics['train'].get('loss'))
             out['valid'].update({key: metrics.get('valid', {}).get(key)
                                  for key in ('loss', 'best')})
-            if metrics.get('test'):
-                out['test'] = dict(metrics['test'])
+            test = metrics.get('test')
+            if test:
+                out['test nSDR (dB)'] = {'mean': test.get('nsdr'), 'museval': test.get('sdr'),
+                                         **{source: test.get(f'nsdr_{source}')
+                                            for source in SOURCES}}
         return out
 
 
@@ -46,7 +52,7 @@ class LineageExplorer(SeparatorExplorer):
     def get_grid_metrics(self) -> tp.List[tp.Any]:
         return super().get_grid_metrics() + [
             tt.group('filter', [tt.leaf('kept'), tt.leaf('f1', '.3f'),
-                                tt.leaf('f1_usable', '.3f')], align='>')]
+                                tt.leaf('f1_usable', '.3f')], align='>', shorten=False)]
 
 
 def lineage_explorer(lineage: tp.Any) -> LineageExplorer:

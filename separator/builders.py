@@ -31,7 +31,13 @@ def ensure_synthetic(dset: tp.Any) -> None:
         return
     from .data.synthetic import write_dataset
     params = OmegaConf.to_container(dset.synthetic)
-    write_dataset(absolute_path(dset.musdb), samplerate=dset.samplerate, **params)
+    root = absolute_path(dset.musdb)
+    if not root.exists() or not any(root.iterdir()):  # say where generated data goes
+        logger.warning("dset.generate: writing the synthetic data set (%d + %d tracks of %s s) "
+                       "into %s. To train on your own data in the MUSDB layout, use dset=musdb44 "
+                       "dset.musdb=PATH.", params['tracks_train'], params['tracks_test'],
+                       params['seconds'], root)
+    write_dataset(root, samplerate=dset.samplerate, **params)
 
 
 def ensure_labelnoise(dset: tp.Any) -> None:

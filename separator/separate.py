@@ -15,6 +15,7 @@ Wiener filter on the estimates, `wiener.wiener_filter`).
 """
 import argparse
 import contextlib
+import os
 import shutil
 import sys
 import typing as tp
@@ -27,6 +28,7 @@ from .apply import CHUNKINGS, count_calls
 from .data.audio import AudioError
 from .pretrained import (DEFAULT_REPO, BagOfModels, ModelLoadingError, apply_bag,
                          compile_model, get_model, list_models, stream_bag)
+from .threads import set_threads
 from .track_io import StemWriter, open_track
 from .wiener import wiener_filter
 
@@ -68,7 +70,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('-d', '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         help="cpu or cuda (default: %(default)s)")
     parser.add_argument('-j', '--jobs', type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
+                        help="torch CPU threads (default: every core this process may use; "
+                        "on a machine busy with other work, -j 1 or 2 is often much faster)")
     parser.add_argument('--shifts', type=int, default=1,
                         help="average over this many random shifts of the input (better, "
                         "slower; 0: none; default: %(default)s)")
@@ -150,6 +153,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                      f"{{stem}} in it, e.g. '{{track}}/{{stem}}.{{ext}}'")
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error("-d cuda: no CUDA device is available; use -d cpu")
+    _check_paths(parser, args)
     seen: tp.Dict[str, Path] = {}
     for path in args.tracks:
         target = stem_path(args.filename, path, '<stem>', '<ext>')
@@ -159,6 +163,39 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                          f"'{{track}}_{{trackext}}/{{stem}}.{{ext}}', or separate them in two "
                          f"calls with different -o")
         seen[target] = path
+
+
+def _check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every input is a file, given once, and the output folder can be written: checked
+    before the first track starts, each refusal naming the path."""
+    given: tp.Dict[Path, Path] = {}
+    for path in args.tracks:
+        if path.is_dir():
+            parser.error(f"{path} is a folder: give audio files, e.g. {path}/*.wav")
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
+        real = path.resolve()
+        if real in given:
+            parser.error(f"{given[real]} and {path} are the same file: give it once")
+        given[real] = path
+    out = args.out
+    if out.exists() and not out.is_dir():
+        parser.error(f"-o {out} is a file, not a folder: choose another output folder")
+    existing = next(folder for folder in [out, *out.absolute().parents] if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"-o {out}: cannot write into {existing} (permission denied): choose an "
+                     f"output folder you can write to")
+
+
+def _remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to `stop` (excluded) while they are empty."""
+    folder, stop = folder.absolute(), stop.absolute()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:   # not empty, or gone
+            return
+        folder = folder.parent
 
 
 def stem_path(filename: str, track: Path, stem: str, ext: str) -> str:
@@ -241,11 +278,19 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
+    """The `separator` command; Ctrl-C ends it with one line and status 130."""
+    try:
+        return _separate(argv)
+    except KeyboardInterrupt:
+        print("separator: interrupted", file=sys.stderr)
+        return 130
+
+
+def _separate(argv: tp.Optional[tp.Sequence[str]]) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    if args.jobs is not None:
-        torch.set_num_threads(args.jobs)
+    set_threads(args.jobs)
     name = args.name or _default_name(parser, args.repo)
     try:
         model = get_model(name, args.repo)
@@ -266,10 +311,18 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     folder = args.out / name
     print(f"Separating {len(args.tracks)} track(s) with {name} into {folder}", file=sys.stderr)
     failed = []
+    done = 0
     with torch.inference_mode():
         for path in args.tracks:
             try:
                 written = separate_track(model, path, folder, args)
+            except KeyboardInterrupt:
+                target = folder / stem_path(args.filename, path, 'stem', 'wav')
+                _remove_empty_folders(target.parent, args.out.absolute().parent)
+                print(f"separator: interrupted while separating {path}: none of its stems "
+                      f"was written; the {done} track(s) before it are complete in {folder}",
+                      file=sys.stderr)
+                return 130
             except (AudioError, OSError) as error:
                 print(f"separator: error: {error}", file=sys.stderr)
                 failed.append(path)
@@ -279,6 +332,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                       f"--segment, --shifts 0, or -d cpu", file=sys.stderr)
                 failed.append(path)
                 continue
+            done += 1
             print(f"{path} -> {written[0].parent}", file=sys.stderr)
     if failed:
         print(f"separator: {len(failed)} of {len(args.tracks)} track(s) failed: "

@@ -29,9 +29,10 @@ from .augment import augment
 from .criterion import SourceLoss
 from .data.segments import EpochSampler
 from .ema import ModelEMA
+from .memory import micro_batch_that_fits
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
-from .states import (DIFFQ_SUFFIX, best_weights, checkpoint_path, copy_state,
+from .states import (DIFFQ_SUFFIX, architecture_difference, best_weights, checkpoint_path, copy_state,
                      has_checkpoint, load_checkpoint, promote_previous_checkpoint,
                      quantizer_kwargs, read_xp_checkpoint, save_checkpoint, serialize_model,
                      swap_state)
@@ -82,6 +83,7 @@ class Solver:
         if cfg.optim.accumulate < 1:
             raise ValueError(f"optim.accumulate={cfg.optim.accumulate} must be >= 1.")
         self._check_batch_size()
+        self.micro_batch: tp.Optional[int] = cfg.optim.micro_batch
         self.criterion = criterion if criterion is not None else builders.get_criterion(
             cfg, model)
 
@@ -114,6 +116,7 @@ class Solver:
             'quantizer': quantizer_kwargs(self.quantizer) if self.quantizer else None,
             'sig': self.xp.sig,
             'world_size': distrib.world_size,
+            'micro_batch': self.micro_batch,
         }
 
     def _load_state_dict(self, state: dict) -> None:
@@ -127,6 +130,8 @@ class Solver:
             ema.load_state_dict(ema_state)
         self.best_state = state['best_state']
         self.best_valid = state['best_valid']
+        if self.cfg.optim.micro_batch is None and state.get('micro_batch'):
+            self.micro_batch = state['micro_batch']      # as this XP was computed so far
         self.link.update_history(state['history'])
 
     def restore(self) -> None:
@@ -154,7 +159,12 @@ class Solver:
         elif self.cfg.continue_from:
             state = load_checkpoint_of(self.cfg.continue_from, self.folder)
             weights = best_weights(state)
-            self.model.load_state_dict(_with_own_bit_widths(weights, self.model.state_dict()))
+            try:
+                self.model.load_state_dict(
+                    _with_own_bit_widths(weights, self.model.state_dict()))
+            except RuntimeError:
+                raise ValueError(f"continue_from={self.cfg.continue_from}: "
+                                 f"{architecture_difference(state, self.model)}") from None
             for ema in self.emas:
                 ema.state = copy_state(self.model.state_dict())
             logger.info("Starting from the weights of XP %s", self.cfg.continue_from)
@@ -203,16 +213,7 @@ class Solver:
             sources = augment(sources.to(self.device), generator, self.cfg.augment)
             mix = sources.sum(1)
             step = (index + 1) % accumulate == 0 or index + 1 == total
-            # Under DDP, gradients are all-reduced on the last micro-batch of a step only.
-            sync = contextlib.nullcontext() if step or self.dmodel is self.model \
-                else self.dmodel.no_sync()
-            with sync:
-                loss, losses = self._train_loss(mix, sources)
-                objective = loss
-                if self.quantizer is not None:
-                    size = self.quantizer.model_size()  # MB, differentiable
-                    objective = loss + self.cfg.quant.diffq * size
-                self.scaler.scale(objective / accumulate).backward()
+            loss, losses, size = self._backward(mix, sources, step, accumulate)
             if step:
                 self.scaler.unscale_(self.optimizer)
                 grad_norm = self._clip_gradients()
@@ -221,9 +222,9 @@ class Solver:
                 self.optimizer.zero_grad()
                 for ema in self.emas:
                     ema.update()
-            values = {'loss': loss.item(), 'grad': grad_norm}
-            if self.quantizer is not None:
-                values['ms'] = size.item()
+            values = {'loss': loss, 'grad': grad_norm}
+            if size is not None:
+                values['ms'] = size
             for name, value in zip(self.cfg.dset.sources, losses.mean(0).tolist()):
                 values[name] = value
             for key, value in values.items():
@@ -235,6 +236,53 @@ class Solver:
             self.scheduler.step()
         return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
                                count)
+
+    def _backward(self, mix: torch.Tensor, sources: torch.Tensor, step: bool, accumulate: int
+                  ) -> tp.Tuple[float, torch.Tensor, tp.Optional[float]]:
+        """Add the gradients of one batch, `self.micro_batch` examples at a time (the loss is
+        a mean over examples: each part weighs its share of the batch, so the gradients are
+        those of the whole batch; loss truncation ranks within each part). Returns the loss,
+        the per-source losses `[B, S]` and DiffQ's size estimate (MB), or None."""
+        size = None
+        total, parts = 0., []
+        starts = range(0, len(sources), self.micro_batch or len(sources))
+        for start in starts:
+            part = slice(start, start + (self.micro_batch or len(sources)))
+            # Under DDP, gradients are all-reduced on the last backward of a step only.
+            last = step and start == starts[-1]
+            sync = contextlib.nullcontext() if last or self.dmodel is self.model \
+                else self.dmodel.no_sync()
+            with sync:
+                loss, losses = self._train_loss(mix[part], sources[part])
+                objective = loss * (len(losses) / len(sources))
+                if self.quantizer is not None and start == 0:
+                    size = self.quantizer.model_size()  # MB, differentiable
+                    objective = objective + self.cfg.quant.diffq * size
+                self.scaler.scale(objective / accumulate).backward()
+            total += loss.item() * (len(losses) / len(sources))
+            parts.append(losses.detach())
+        return total, torch.cat(parts), None if size is None else size.item()
+
+    def _fit_micro_batch(self) -> None:
+        """On a CPU, the examples of a batch that fit in memory at once (`memory.py`),
+        measured once per XP and kept in its checkpoint, so that a resumed XP computes as
+        before. On a GPU, and with `optim.micro_batch` set, nothing is measured."""
+        if self.micro_batch or self.device != 'cpu' or not len(self.train_set):
+            return
+        def loss_of(sources: torch.Tensor) -> torch.Tensor:   # not through DDP: no collective
+            mix = sources.sum(1)
+            with self._autocast():
+                output = self.model(mix, **self.criterion.model_kwargs)
+            return self.criterion(output, mix, sources)[0]
+        fits = micro_batch_that_fits(self.model, self.train_set[0].to(self.device),
+                                     self.batch_size, loss_of, distrib.world_size)
+        if fits < self.batch_size:
+            logger.warning("A batch of %d per process does not fit in this machine's memory: "
+                           "it is computed %d example(s) at a time (the same gradients, more "
+                           "slowly; optim.micro_batch chooses). This XP is sized for a GPU: "
+                           "Ctrl-C stops it, `dora run -f %s` resumes it.", self.batch_size,
+                           fits, self.xp.sig)
+        self.micro_batch = fits
 
     def _autocast(self) -> tp.ContextManager:
         if self.amp_dtype is None:
@@ -361,6 +409,7 @@ class Solver:
     # ---------------------------------------------------------------- main loop
     def train(self) -> None:
         self.restore()
+        self._fit_micro_batch()
         for epoch, metrics in enumerate(self.history):
             logger.info("Epoch %d (replayed from history): %s", epoch + 1, _format(metrics))
         for epoch in range(len(self.history), self.cfg.epochs):

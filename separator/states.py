@@ -248,6 +248,24 @@ def checkpoint_model(checkpoint: dict) -> torch.nn.Module:
     return load_model({**checkpoint['package'], 'state': state}).float().eval()
 
 
+def architecture_difference(checkpoint: dict, model: torch.nn.Module) -> str:
+    """Why the weights of `checkpoint` do not fit `model`, in one line: the two models and
+    the constructor arguments in which they differ."""
+    theirs = checkpoint_architecture(checkpoint)
+    args, kwargs = model._init_args_kwargs
+    mine = {'model': registry_name(model), 'kwargs': kwargs}
+    if theirs['model'] != mine['model']:
+        return (f"that XP trained a {theirs['model']}, this one a {mine['model']}: start "
+                f"from an XP of the same architecture (model={theirs['model']}), or drop "
+                f"continue_from.")
+    keys = sorted(set(theirs['kwargs']) | set(mine['kwargs']))
+    diffs = [f"{key}: {theirs['kwargs'].get(key)!r} there, {mine['kwargs'].get(key)!r} here"
+             for key in keys if theirs['kwargs'].get(key) != mine['kwargs'].get(key)]
+    detail = '; '.join(diffs) or 'the same arguments, other weights'
+    return (f"both are {mine['model']}, but they differ in {detail}: their weights do not "
+            f"fit; set the same {mine['model']}.* as that XP, or drop continue_from.")
+
+
 def last_test_metrics(history: tp.Sequence[dict]) -> dict:
     """The test metrics of the last epoch that has some, or {}."""
     for metrics in reversed(history):

@@ -6,22 +6,32 @@ through `builders`, then the `Solver`), or a filter stage of a lineage
 (`filter_stage.run_filter`). A new kind of XP is one runner and one line of `task_of`.
 """
 import logging
+import os
+import shutil
 import sys
 import typing as tp
+from pathlib import Path
 
 import torch
 from dora import get_xp, hydra_main
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from . import builders, distrib
-from .config_checks import ConfigError, check_config
+from .config_checks import (ConfigError, check_config, check_data_choice,
+                            explain_config_errors, show_full_overrides)
 from .filter_stage import run_filter
+from .slurm import explain_missing_slurm
 from .solver import Solver
+from .states import has_checkpoint
+from .threads import set_threads
 
 logger = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parent.parent / 'conf'
 # `dora run -d` imports this module before it starts its workers.
 distrib.explain_worker_deaths()
 distrib.allow_cpu_ddp()
+explain_missing_slurm()
 
 
 def train_model(cfg: tp.Any, xp: tp.Any, device: str) -> None:
@@ -47,10 +57,40 @@ def train_model(cfg: tp.Any, xp: tp.Any, device: str) -> None:
     solver.train()
 
 
+def _local_processes() -> int:
+    """The processes of this XP on this machine (DDP workers, or Slurm tasks per node)."""
+    for name in ('LOCAL_WORLD_SIZE', 'SLURM_NTASKS_PER_NODE'):
+        value = os.environ.get(name, '').split('(')[0]
+        if value.isdigit():
+            return int(value)
+    return distrib.world_size
+
+
+def _remove_if_empty(xp: tp.Any) -> None:
+    """Remove the folder Dora made for an XP that never ran (no checkpoint, no history), so
+    that a mistyped command leaves nothing behind."""
+    if not has_checkpoint(xp.folder) and not xp.link.history:
+        shutil.rmtree(xp.folder, ignore_errors=True)
+
+
+def _interrupted(xp: tp.Any) -> str:
+    done = len(xp.link.history)
+    if not has_checkpoint(xp.folder):
+        return (f"separator: interrupted in the first epoch of XP {xp.sig}, before its first "
+                f"checkpoint: nothing was kept; run the same command to start it again.")
+    return (f"separator: interrupted at epoch {done + 1} of XP {xp.sig}; `dora run -f "
+            f"{xp.sig}` resumes it from its checkpoint (epoch {done}).")
+
+
 RUNNERS: tp.Dict[str, tp.Callable[[tp.Any, tp.Any, str], tp.Any]] = {
     'train': train_model,
     'filter': run_filter,     # filter.model=SIG: judge the training stems, do not train
 }
+
+
+# Errors whose message says what is wrong and how to fix it (bad input, a missing or corrupt
+# file, a full disk): shown as one line unless misc.verbose.
+USER_ERRORS = (ValueError, OSError)
 
 
 def task_of(cfg: tp.Any) -> str:
@@ -69,8 +109,11 @@ def main(cfg):
     logger.debug(OmegaConf.to_yaml(cfg))
     try:
         check_config(cfg)
+        for shadowed in check_data_choice(cfg, HydraConfig.get().overrides.task, CONF):
+            logger.warning("The recipe replaces a key of the data set you chose: %s", shadowed)
     except ConfigError as error:    # before any work: one line, no traceback
         print(f"separator: error: {error}", file=sys.stderr, flush=True)
+        _remove_if_empty(xp)
         sys.exit(2)
     distrib.init()
     if distrib.world_size > 1:
@@ -78,18 +121,34 @@ def main(cfg):
         if not distrib.is_master():
             logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if distrib.is_master():
-        builders.ensure_synthetic(cfg.dset)
-        builders.ensure_labelnoise(cfg.dset)
-    distrib.barrier()
+    threads = set_threads(cfg.misc.threads, _local_processes())
+    logger.info("%d CPU thread(s) per process (misc.threads)", threads)
     try:
+        if distrib.is_master():
+            builders.ensure_synthetic(cfg.dset)
+            builders.ensure_labelnoise(cfg.dset)
+        distrib.barrier()
         RUNNERS[task_of(cfg)](cfg, xp, device)
+    except KeyboardInterrupt:         # Ctrl-C: one line, status 130, nothing half written
+        if distrib.is_master():
+            print(_interrupted(xp), file=sys.stderr, flush=True)
+        _remove_if_empty(xp)
+        sys.exit(130)
     except Exception as error:
         if distrib.world_size > 1:  # say which process failed and why, in its own log
             logger.error("Rank %d of %d failed: %s: %s", distrib.rank, distrib.world_size,
                          type(error).__name__, error)
-        raise
+        if cfg.misc.verbose or not isinstance(error, USER_ERRORS):
+            raise
+        # Our own errors name the file or key and the fix: one line, no traceback.
+        print(f"separator: error: {error} (misc.verbose=true shows where it happened)",
+              file=sys.stderr, flush=True)
+        _remove_if_empty(xp)
+        sys.exit(1)
 
+
+explain_config_errors(main)
+show_full_overrides(main)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 
 from separator.config_checks import ConfigError, check_config
 
-from .conftest import ROOT, TINY, run_dora
+from .conftest import ROOT, TINY, run_dora, write_track
 
 
 def config(*overrides: str):
@@ -56,3 +56,60 @@ def test_dora_run_says_it_in_one_line_before_any_work(tmp_path: Path):
         result.stderr
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'data').exists()        # no data was generated
+    assert not list((tmp_path / 'outputs' / 'xps').iterdir())   # nor an XP folder
+
+
+@pytest.mark.parametrize('override, line', [
+    ('optim.lrr=1', 'optim.lrr is not a config key: did you mean optim.lr? the keys of optim '
+                    'are lr, '),
+    ('variant=tinyy', 'variant=tinyy: there is no conf/variant/tinyy.yaml; choose among '),
+    ('dset=musdb', 'dset=musdb: there is no conf/dset/musdb.yaml; choose among dnr, musdb44'),
+    ('epochs=[1', "cannot read the override 'epochs=[1'"),
+    ('optim=3', 'optim is a config section, not a value'),
+    ('model=hdemucz', 'model=hdemucz is not a model: did you mean model=hdemucs? the models '
+                      'are '),
+    ('epochs=abc', "epochs='abc' must be a whole number above 0."),
+])
+def test_mistakes_get_one_line(tmp_path: Path, override, line):
+    result = run_dora(['run', *TINY, override], tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [text for text in result.stderr.splitlines() if 'error' in text.lower()]
+    assert len(errors) == 1 and errors[0].startswith(f'separator: error: {line}'), \
+        result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    xps = tmp_path / 'outputs' / 'xps'
+    assert not xps.exists() or not list(xps.iterdir())
+
+
+def test_a_recipe_does_not_replace_the_chosen_data(tmp_path: Path):
+    result = run_dora(['run', 'dset=musdb44', 'variant=tiny'], tmp_path, check=False)
+    assert result.returncode == 2
+    assert ('separator: error: variant=tiny sets dset.musdb=data/synthetic_tiny, which replaces '
+            'the data of dset=musdb44 (/path/to/musdb18hq): give its path on the command '
+            'line, dset.musdb=PATH.') in result.stderr.splitlines(), result.stderr[-2000:]
+
+
+def test_a_real_data_set_is_not_taken_for_a_synthetic_one(tmp_path: Path):
+    """`dset.musdb=PATH` without dset=musdb44 (the Demucs habit) on a MUSDB-layout folder:
+    one line saying to add dset=musdb44, and nothing written into the folder."""
+    write_track(tmp_path / 'mine' / 'train' / 'song', seconds=0.5)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / 'mine').rglob('*'))
+    result = run_dora(['run', *TINY, f'dset.musdb={tmp_path / "mine"}', 'dset.generate=true'],
+                      tmp_path, check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith('separator:')]
+    assert len(errors) == 1 and 'not a synthetic one: train on it with dset=musdb44' in \
+        errors[0], result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / 'mine').rglob('*')) == before
+
+
+def test_continue_from_another_width_names_the_difference(tiny_xp, tiny_data):
+    cwd, sig = tiny_xp
+    result = run_dora(['run', *TINY, f'dset.musdb={tiny_data}', f"continue_from='{sig}'",
+                       'hdemucs.channels=6', 'epochs=1'], cwd, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('separator:')]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert (f"continue_from={sig}: both are hdemucs, but they differ in channels: 4 there, 6 "
+            f"here") in errors[0]

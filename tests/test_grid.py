@@ -64,23 +64,29 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
     # have finished an epoch: the first is requeued by Slurm (preemption), the second gets
     # the USR2 that Slurm sends before a time limit (submitit's --signal), on which submitit
     # checkpoints and requeues it. Both resume.
+    # Both are watched at once, each interrupted as soon as it has an epoch: one after the
+    # other, the second could end before its turn on a loaded machine.
     first, second = sigs[:2]
-    for sig, command in [(first, ['scontrol', 'requeue']),
-                         (second, ['scancel', '--signal', 'USR2'])]:
-        path = xp_folder(cwd, sig) / 'history.json'
-        deadline = time.time() + 180
-        while not (path.exists() and json.loads(path.read_text() or '[]')):
-            assert time.time() < deadline, f"XP {sig} never finished an epoch"
-            time.sleep(0.2)
-        assert len(history(cwd, sig)) < 4, f"XP {sig} ended before it could be interrupted"
-        subprocess.run([*command, job_id(cwd, sig)], env=dict(os.environ, **env), check=True,
-                       capture_output=True)
+    pending = {first: ['scontrol', 'requeue'], second: ['scancel', '--signal', 'USR2']}
+    deadline = time.time() + 180
+    while pending:
+        assert time.time() < deadline, f"XPs {sorted(pending)} never finished an epoch"
+        for sig in list(pending):
+            path = xp_folder(cwd, sig) / 'history.json'
+            if path.exists() and json.loads(path.read_text() or '[]'):
+                assert len(history(cwd, sig)) < 4, f"XP {sig} ended before its interruption"
+                subprocess.run([*pending.pop(sig), job_id(cwd, sig)],
+                               env=dict(os.environ, **env), check=True, capture_output=True)
+        time.sleep(0.2)
     table = wait_done(cwd, env, timeout=300)
     for sig in set(sigs):
         assert len(history(cwd, sig)) == 4
         assert sig in table
-    # Metrics are in the grid table (test nSDR of the last epoch).
+    # Metrics are in the grid table (test nSDR of the last epoch), under readable headers,
+    # and each XP is named by overrides that paste back into `dora run`.
     assert re.search(r'\d+\.\d\d', table)
+    assert all(word in table for word in ('test nSDR (dB)', 'drums', 'vocals', 'museval'))
+    assert 'optim.lr=0.003' in table and 'opt.lr' not in table
     for sig in (first, second):
         assert 'Resumed from' in (xp_folder(cwd, sig) / 'train.log').read_text(), sig
     ddp = [sig for sig in set(sigs)
@@ -125,3 +131,17 @@ def test_grid_advances_a_lineage_stage_by_stage(slurm_env, tmp_path):
     assert (xp_folder(tmp_path, second) / 'job.json').exists()
     assert json.loads(job_file.read_text())['job_id'] == job     # done: not submitted again
     grid(['--cancel'], tmp_path, env, name='sdx23_tiny')
+
+
+def test_grid_without_slurm_says_so_in_one_line(tmp_path):
+    """No controller answers (a config that points nowhere, or no Slurm installed at all):
+    one line saying so and how to start the local cluster; nothing submitted or written."""
+    command, env = _dora(['grid', 'cpu_smoke', '--no_monitoring'])
+    env = dict(env, SLURM_CONF=str(tmp_path / 'no_slurm.conf'))
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if 'error' in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith('dora grid: error: '), result.stderr
+    assert 'tests/slurm/start.sh' in errors[0] and 'Traceback' not in result.stderr
+    assert not list(tmp_path.glob('outputs/xps/*/submitit'))

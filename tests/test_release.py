@@ -290,17 +290,17 @@ def test_separate_streams_stems_in_every_format(tiny_xp, repo, tmp_path):
 
 
 class _FailingModel(torch.nn.Module):
-    """Two sources, identity-like; raises at its `fail_at`-th call."""
+    """Two sources, identity-like; raises `error` at its `fail_at`-th call."""
     samplerate, segment, audio_channels, sources = 100, 1., 2, ['a', 'b']
 
-    def __init__(self, fail_at: int):
+    def __init__(self, fail_at: int, error: BaseException = RuntimeError('model failed')):
         super().__init__()
-        self.calls, self.fail_at = 0, fail_at
+        self.calls, self.fail_at, self.error = 0, fail_at, error
 
     def forward(self, mix):
         self.calls += 1
         if self.calls == self.fail_at:
-            raise RuntimeError('model failed')
+            raise self.error
         return torch.stack([mix, mix / 2], 1)
 
 
@@ -316,3 +316,43 @@ def test_interrupted_separation_keeps_previous_stems(tmp_path):
     assert sf.info(str(written[0])).frames == 10           # left as it was
     assert sf.info(str(written[1])).frames == 1000
     assert sorted(p.name for p in written[0].parent.iterdir()) == ['a.wav', 'b.wav']
+
+
+def test_ctrl_c_ends_the_command_with_one_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the second track separates: status 130, one line, the first track's stems
+    whole, nothing of the second (not even its folder)."""
+    from separator import separate as command
+    for name in ('one', 'two'):
+        sf.write(tmp_path / f'{name}.wav', np.full((1000, 2), 0.25, np.float32), 100,
+                 subtype='FLOAT')
+    model = _FailingModel(fail_at=10 ** 6)
+    with torch.inference_mode():
+        apply_model(model, torch.zeros(2, 1000), shifts=0)
+    calls = model.calls                         # model calls per track
+    monkeypatch.setattr(command, 'get_model', lambda name, repo: _FailingModel(
+        fail_at=calls + 2, error=KeyboardInterrupt()))
+    monkeypatch.chdir(tmp_path)
+    status = command.main(['-n', 'm', '--shifts', '0', '-o', 'out', 'one.wav', 'two.wav'])
+    err = capsys.readouterr().err
+    assert status == 130
+    lines = [line for line in err.splitlines() if line.startswith('separator:')]
+    assert lines == ["separator: interrupted while separating two.wav: none of its stems was "
+                     "written; the 1 track(s) before it are complete in out/m"], err
+    assert sorted(p.name for p in (tmp_path / 'out' / 'm').iterdir()) == ['one']
+    assert sf.info(str(tmp_path / 'out' / 'm' / 'one' / 'a.wav')).frames == 1000
+
+
+def test_bad_paths_are_refused_before_any_work(tiny_xp, repo, tmp_path):
+    song = tmp_path / 'song.wav'
+    sf.write(song, np.zeros((4410, 2), np.float32), 44100)
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'file').write_text('not a folder')
+    cases = [(['song.wav', 'folder'], 'folder is a folder: give audio files'),
+             (['song.wav', 'nope.wav'], 'nope.wav: no such file'),
+             (['song.wav', './song.wav'], 'song.wav and song.wav are the same file'),
+             (['-o', 'file', 'song.wav'], '-o file is a file, not a folder')]
+    for args, message in cases:
+        result = separate(['--repo', str(repo), *args], tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+        assert not (tmp_path / 'separated').exists()

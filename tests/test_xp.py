@@ -2,6 +2,9 @@
 
 Each XP is a real `dora run` in a subprocess, on a tiny synthetic set shared by the tests.
 """
+import os
+import signal
+import time
 import types
 import typing as tp
 from pathlib import Path
@@ -180,3 +183,26 @@ def test_mixed_precision_and_htdemucs(tiny_data, tmp_path):
                 'htdemucs.dconv_comp=4']
     sig = signature(run_dora(['run', *base, *htdemucs], tmp_path))
     assert 'HTDemucs' in final_state(tmp_path, sig)['package']['klass']
+
+
+def test_ctrl_c_says_how_to_resume(tiny_data, tmp_path):
+    """SIGINT (Ctrl-C) during epoch 2: status 130, one line naming the command that resumes,
+    no traceback; that command then finishes the XP."""
+    args = TINY + [f'dset.musdb={tiny_data}', 'epochs=3', 'test.every=0', 'test.max_tracks=1',
+                   'test.sdr=false']
+    sig = signature(run_dora(['run', *args, 'misc.show=true'], tmp_path))
+    log = tmp_path / 'log.txt'
+    proc = start_dora(args, tmp_path, log)
+    path = xp_folder(tmp_path, sig) / 'history.json'
+    deadline = time.time() + 300
+    while time.time() < deadline and not (path.exists() and history(tmp_path, sig)):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    output = log.read_text()
+    assert 'Traceback' not in output, output[-3000:]
+    assert (f"separator: interrupted at epoch 2 of XP {sig}; `dora run -f {sig}` resumes it "
+            f"from its checkpoint (epoch 1).") in output, output[-3000:]
+    run_dora(['run', '-f', sig], tmp_path)
+    assert len(history(tmp_path, sig)) == 3

@@ -1019,6 +1019,17 @@ def _write_track(folder: Path, stems: tp.Dict[str, Array], samplerate: int) -> N
 MANIFEST = 'synthetic.json'
 
 
+def _has_tracks(root: Path) -> bool:
+    """Whether `root` looks like a MUSDB-layout data set: a split folder holding track
+    folders with audio, or .stem.mp4 files."""
+    for split in ('train', 'test'):
+        folder = root / split
+        if folder.is_dir() and (any(folder.glob('*/*.wav')) or any(folder.glob('*/*.flac'))
+                                or any(folder.glob('*.stem.mp4'))):
+            return True
+    return False
+
+
 def _check_manifest(root: Path, params: tp.Dict[str, tp.Any]) -> None:
     """Refuse to mix tracks made with other parameters in `root`; record `params` there."""
     path = root / MANIFEST
@@ -1034,6 +1045,10 @@ def _check_manifest(root: Path, params: tp.Dict[str, tp.Any]) -> None:
             raise ValueError(f"{root} holds a synthetic set made with {detail}. Delete the "
                              f"folder to make a new one, or write it elsewhere (dset.musdb=...).")
     elif root.exists() and any(root.iterdir()):
+        if _has_tracks(root):
+            raise ValueError(f"{root} holds a data set of its own (train/ or test/ with track "
+                             f"folders), not a synthetic one: train on it with dset=musdb44 "
+                             f"(`dora run dset=musdb44 dset.musdb={root}`).")
         raise ValueError(f"{root} exists and is not a synthetic set ({MANIFEST} is missing): "
                          f"choose an empty or new folder.")
     write_json(path, params)

@@ -225,7 +225,8 @@ EOF
 MEM_MB=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
 # A bit below what slurmd measures: more than that would make the node INVALID.
 REAL_MEM=$((MEM_MB * 95 / 100))
-NCPUS=$(nproc)
+# `nproc` honours OMP_NUM_THREADS (1 in the test runs): count the processors online instead.
+NCPUS=$(getconf _NPROCESSORS_ONLN)
 HOST=$(hostname)
 
 cat > "$ETC/slurmdbd.conf" <<EOF
