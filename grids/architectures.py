@@ -1,6 +1,7 @@
-"""Every architecture at the size and budget of `variant=demo` (the `make train` job: 10
-epochs of 160 one-second examples on the synthetic set), side by side: the CPU-scale
-comparison of the models of the MDX/SDX winners.
+"""Every architecture at the size and budget of `variant=demo` (10 epochs of 160 one-second
+examples on the synthetic set; the `make train` job until 2026-12, now `variant=quickstart`,
+the tfc_tdf row below), side by side: the CPU-scale comparison of the models of the MDX/SDX
+winners.
 
     dora grid architectures                 # on Slurm (the partition of your cluster)
     dora grid architectures --dry_run --init
@@ -13,9 +14,9 @@ One run each on 2 CPU cores (test nSDR in dB on the 4 synthetic test songs, drum
 other / vocals, mean; museval SDR mean; the trivial estimates: mixture -5.54, mixture / 4
 0.68, silence 0):
 
-    hdemucs       0.87 M  2.90 / 2.79 / 2.05 / 2.36  2.52  (2.23)   5 min (make train)
+    hdemucs       0.87 M  2.90 / 2.79 / 2.05 / 2.36  2.52  (2.23)   5 min (variant=demo)
     htdemucs      1.31 M  2.99 / 3.38 / 0.85 / 2.20  2.35  (2.42)   6 min
-    tfc_tdf       0.38 M  5.61 / 5.30 / 4.46 / 4.75  5.03  (4.90)   5 min
+    tfc_tdf       0.38 M  5.61 / 5.30 / 4.46 / 4.75  5.03  (4.90)   5 min (variant=quickstart)
     xumx          1.17 M  4.03 / 2.60 / 1.66 / 2.71  2.75  (2.60)   6 min  (optim.loss=xumx)
     bsrnn         2.96 M  4.76 / 3.59 / 2.40 / 2.32  3.27  (3.20)   7 min
 

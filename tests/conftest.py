@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import typing as tp
 from pathlib import Path
@@ -152,6 +153,24 @@ def without_durations(entries: list) -> list:
 def final_state(cwd: Path, sig: str) -> dict:
     return torch.load(xp_folder(cwd, sig) / 'checkpoint.th', map_location='cpu',
                       weights_only=True)
+
+
+# The head of a child script that dies (os._exit(9)) at one instant of a series of renames:
+# `where` (its argv[2]) is 'before rename N' or 'after rename N'; kills mid-write are the
+# scripts' own. Atomic writes are tested by killing their writers at every instant.
+KILL_AT_RENAMES = textwrap.dedent('''
+    import os, sys
+    where = sys.argv[2]
+    real_replace, renames = os.replace, []
+    def replace(source, target):
+        if where == f'before rename {len(renames) + 1}':
+            os._exit(9)
+        real_replace(source, target)
+        renames.append(target)
+        if where == f'after rename {len(renames)}':
+            os._exit(9)
+    os.replace = replace
+''')
 
 
 def assert_same_xp(straight: Path, other: Path, sig: str) -> tp.Tuple[dict, dict]:

@@ -17,6 +17,8 @@ from separator import atomic
 from separator.separate import get_parser
 from separator.track_io import StemWriter
 
+from .conftest import KILL_AT_RENAMES
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -92,24 +94,17 @@ OLD = {'a.wav': 'old a', 'b.wav': 'old b'}
 NEW = {'a.wav': 'new a', 'c.wav': 'new c', 'd.wav': 'new d'}
 
 # A child process replaces OLD by NEW in `track` and dies (os._exit) at one instant.
-_KILLED_WRITER = textwrap.dedent('''
-    import os, shutil, sys
+_KILLED_WRITER = KILL_AT_RENAMES + textwrap.dedent('''
+    import shutil
     from separator import atomic
-    folder, where = sys.argv[1], sys.argv[2]
-    real_replace, real_rmtree, renames = os.replace, shutil.rmtree, []
-    def replace(source, target):
-        if where == f'before rename {len(renames) + 1}':
-            os._exit(9)
-        real_replace(source, target)
-        renames.append(target)
-        if where == f'after rename {len(renames)}':
-            os._exit(9)
+    folder = sys.argv[1]
+    real_rmtree = shutil.rmtree
     def rmtree(path, ignore_errors=False):
         if where == 'deleting the old copy' and os.path.exists(path):
             os.remove(os.path.join(path, sorted(os.listdir(path))[0]))
             os._exit(9)
         real_rmtree(path, ignore_errors=ignore_errors)
-    os.replace, shutil.rmtree = replace, rmtree
+    shutil.rmtree = rmtree
     with atomic.atomic_folder(folder) as tmp:
         for index, (name, text) in enumerate(NEW.items()):
             if where == 'filling' and index == 1:

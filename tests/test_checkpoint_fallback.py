@@ -19,7 +19,7 @@ import torch
 from separator import states
 from separator.atomic import remove_temporaries
 
-from .conftest import TINY, assert_same_xp, run_dora, signature, xp_folder
+from .conftest import KILL_AT_RENAMES, TINY, assert_same_xp, run_dora, signature, xp_folder
 
 LATEST, PREVIOUS = 'checkpoint.th', 'checkpoint.prev.th'
 
@@ -55,19 +55,12 @@ def test_every_save_keeps_the_previous_checkpoint(tmp_path):
 
 # A child process saves the checkpoint of epoch 3 over those of epochs 2 and 1, and dies
 # (os._exit) at one instant: writing, or before / after one of its two renames.
-_KILLED_SAVE = textwrap.dedent('''
-    import io, os, sys
+_KILLED_SAVE = KILL_AT_RENAMES + textwrap.dedent('''
+    import io
     import torch
     from separator import states
-    folder, where = sys.argv[1], sys.argv[2]
-    real_replace, real_save, renames = os.replace, torch.save, []
-    def replace(source, target):
-        if where == f'before rename {len(renames) + 1}':
-            os._exit(9)
-        real_replace(source, target)
-        renames.append(target)
-        if where == f'after rename {len(renames)}':
-            os._exit(9)
+    folder = sys.argv[1]
+    real_save = torch.save
     def save(obj, fout):
         buffer = io.BytesIO()
         real_save(obj, buffer)
@@ -76,7 +69,7 @@ _KILLED_SAVE = textwrap.dedent('''
             fout.flush()
             os._exit(9)
         fout.write(buffer.getvalue())
-    os.replace, torch.save = replace, save
+    torch.save = save
     states.save_checkpoint({'history': [{'epoch': e} for e in range(3)],
                             'model': {'weight': torch.full((10007,), 3.)}}, folder)
     os._exit(0)
