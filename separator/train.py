@@ -68,8 +68,9 @@ def _local_processes() -> int:
 
 def _remove_if_empty(xp: tp.Any) -> None:
     """Remove the folder Dora made for an XP that never ran (no checkpoint, no history), so
-    that a mistyped command leaves nothing behind."""
-    if not has_checkpoint(xp.folder) and not xp.link.history:
+    that a mistyped command leaves nothing behind. Under DDP the folder stays: it holds each
+    rank's log (worker_N.log), the only place a rank's error is told whole."""
+    if distrib.world_size == 1 and not has_checkpoint(xp.folder) and not xp.link.history:
         shutil.rmtree(xp.folder, ignore_errors=True)
 
 
