@@ -121,8 +121,11 @@ def test_submitit_slurm_executor(slurm_env, tmp_path):
 
 
 def _sleep_then_restarts(seconds: float):
-    time.sleep(seconds)
-    return os.environ.get('SLURM_RESTART_COUNT')
+    """Sleep `seconds` in the first run (long enough for the test's signals to arrive on a
+    loaded machine), 1 s once requeued; return the restart count."""
+    restarts = os.environ.get('SLURM_RESTART_COUNT')
+    time.sleep(seconds if restarts in (None, '0') else 1)
+    return restarts
 
 
 def test_submitit_preemption_requeues(slurm_env, tmp_path):
@@ -137,7 +140,7 @@ def test_submitit_preemption_requeues(slurm_env, tmp_path):
         # min(0.8 * time, time - 10 min) has run: with time=5 that is always the case.
         executor.update_parameters(time=60, partition=PARTITION, ntasks_per_node=1,
                                    cpus_per_task=1, mem='1GB')
-        job = executor.submit(_sleep_then_restarts, 6)
+        job = executor.submit(_sleep_then_restarts, 30)
         wait_for(lambda: job.get_info(mode='force').get('State') == 'RUNNING', 30,
                  f'submitit job {job.job_id} RUNNING')
         time.sleep(2)  # let the task install its signal handlers
