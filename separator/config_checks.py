@@ -13,7 +13,7 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 
 class ConfigError(ValueError):
@@ -63,9 +63,62 @@ def check_weights(cfg: tp.Any) -> None:
         raise ConfigError(f"weights={weights} sum to 0: at least one source must be trained.")
 
 
+SIGNATURE_KEYS = ('continue_from', 'dset.clean_lists', 'filter.model', 'mixer.models')
+
+
+def _raw_text(key: str, overrides: tp.Sequence[str]) -> tp.Optional[str]:
+    """The text typed after `key=` on the command line (the last one wins, as in Hydra)."""
+    texts = [arg.split('=', 1)[1] for arg in overrides
+             if arg.lstrip('+').split('=', 1)[0] == key]
+    return texts[-1] if texts else None
+
+
+def _unquote(text: str) -> str:
+    return text.strip().strip('\'"').strip()
+
+
+def _as_signature(value: tp.Any, raw: tp.Optional[str]) -> tp.Any:
+    """A signature Hydra read as a number, back as the text that was typed: `12345678` is an
+    int to Hydra and `3e324826` a float (inf), but both are signatures (8 hex digits)."""
+    if value is None or isinstance(value, str):
+        return value
+    if raw is not None and not raw.strip().startswith('['):
+        return _unquote(raw)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 8:
+        return f"{value:08d}"     # a YAML file's unquoted all-digit signature
+    return value
+
+
+def recover_signatures(cfg: tp.Any, overrides: tp.Sequence[str]) -> None:
+    """Put back, in `cfg`, the signatures that Hydra read as numbers (`continue_from=80166251`
+    typed without quotes): the XP keeps the signature it was given, not a number that lost its
+    leading zeros or became inf. Dora's grids quote their values, so this is the command line's
+    case (and a recipe file's all-digit signature)."""
+    for key in SIGNATURE_KEYS:
+        section, _, name = key.rpartition('.')
+        node = OmegaConf.select(cfg, section) if section else cfg
+        if node is None or name not in node:
+            continue
+        value, raw = node[name], _raw_text(key, overrides)
+        if key == 'mixer.models':
+            if value is None:
+                continue
+            texts = [_unquote(part) for part in raw.strip().strip('[]').split(',')] \
+                if raw is not None and raw.strip().startswith('[') else None
+            if texts is not None and len(texts) != len(value):
+                texts = None
+            fixed = [_as_signature(item, None if texts is None else texts[index])
+                     for index, item in enumerate(value)]
+        else:
+            fixed = _as_signature(value, raw)
+        if fixed != value:
+            with open_dict(cfg):
+                node[name] = fixed
+
+
 def _signature(value: tp.Any, key: str) -> None:
-    """A signature read as a number: Hydra reads `continue_from=12345678` as an int and
-    `3e324826` as a float (inf), and the signature cannot be recovered."""
+    """A number left where a signature goes (one that `recover_signatures` could not read back,
+    e.g. a float in a recipe file): the signature cannot be recovered."""
     if value is not None and not isinstance(value, str):
         example = "\"mixer.models=['SIG']\"" if key == 'mixer.models' else f"\"{key}='SIG'\""
         raise ConfigError(f"{key}={value!r} is not a signature: Hydra read it as a number; "

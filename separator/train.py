@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from . import builders, distrib
 from .config_checks import (ConfigError, check_config, check_data_choice,
-                            explain_config_errors, show_full_overrides)
+                            explain_config_errors, recover_signatures, show_full_overrides)
 from .filter_stage import run_filter
 from .slurm import explain_missing_slurm
 from .solver import Solver
@@ -109,6 +109,7 @@ def main(cfg):
     logger.info("XP %s in %s", xp.sig, xp.folder)
     logger.debug(OmegaConf.to_yaml(cfg))
     try:
+        recover_signatures(cfg, HydraConfig.get().overrides.task)
         check_config(cfg)
         for shadowed in check_data_choice(cfg, HydraConfig.get().overrides.task, CONF):
             logger.warning("The recipe replaces a key of the data set you chose: %s", shadowed)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from separator.config_checks import ConfigError, check_config
+from separator.config_checks import ConfigError, check_config, recover_signatures
 
 from .conftest import ROOT, TINY, run_dora, write_track
 
@@ -28,9 +28,6 @@ def config(*overrides: str):
     ('weights=[1,2,3]', 'weights=[1, 2, 3] has 3 value(s) for 4 sources'),
     ('weights=[0,0,0,0]', 'sum to 0'),
     ('weights=[1,-1,1,1]', 'must be numbers >= 0'),
-    ('continue_from=12345678', "continue_from=12345678 is not a signature"),
-    ('mixer.models=[3e324826]', "mixer.models=inf is not a signature"),
-    ('dset.clean_lists=1234e567', "quote it"),
 ])
 def test_bad_values_are_refused(override, words):
     with pytest.raises(ConfigError) as error:
@@ -45,6 +42,38 @@ def test_bad_values_are_refused(override, words):
                                       "mixer.models=['3e324826']"])
 def test_good_values_pass(override):
     check_config(config(override))
+
+
+@pytest.mark.parametrize('override, key, signature', [
+    ('continue_from=12345678', 'continue_from', '12345678'),
+    ('continue_from=00345678', 'continue_from', '00345678'),      # Hydra: a string already
+    ('dset.clean_lists=1234e567', 'dset.clean_lists', '1234e567'),  # a float: inf
+    ('filter.model=3e324826', 'filter.model', '3e324826'),
+    ('mixer.models=[3e324826,abcdef12,00000001]', 'mixer.models',
+     ['3e324826', 'abcdef12', '00000001']),
+])
+def test_unquoted_signatures_are_read_back_as_typed(override, key, signature):
+    """Hydra reads an all-digit or `NeN` signature as a number; the XP gets the text typed."""
+    cfg = config(override)
+    recover_signatures(cfg, [override])
+    value = cfg
+    for part in key.split('.'):
+        value = value[part]
+    assert (list(value) if key == 'mixer.models' else value) == signature
+    check_config(cfg)
+
+
+@pytest.mark.parametrize('override, words', [
+    ('dset.clean_lists=1234e567', "dset.clean_lists=inf is not a signature"),
+    ('mixer.models=[3e324826]', "mixer.models=inf is not a signature"),
+])
+def test_a_number_that_cannot_be_read_back_is_refused(override, words):
+    """A signature that is a number in a recipe file (no typed text to read back)."""
+    cfg = config(override)
+    recover_signatures(cfg, [])
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert words in str(error.value) and 'quote it' in str(error.value)
 
 
 def test_dora_run_says_it_in_one_line_before_any_work(tmp_path: Path):

@@ -3,6 +3,7 @@
 Each XP is a real `dora run` in a subprocess, on a tiny synthetic set shared by the tests.
 """
 import os
+import shutil
 import signal
 import time
 import types
@@ -103,6 +104,13 @@ def test_continue_from(tiny_data, tmp_path):
     unknown = run_dora(['run', *args, 'continue_from=deadbeef'], tmp_path, check=False)
     assert unknown.returncode != 0
     assert 'continue_from=deadbeef: no XP with that signature' in unknown.stderr
+
+    # One signature in 40 is all digits: typed unquoted, Hydra reads a number; the XP still
+    # starts from the XP named as typed (the CI failed on such a signature).
+    xps = tmp_path / 'outputs' / 'xps'
+    shutil.copytree(xps / parent, xps / '80345678')
+    digits = run_dora(['run', *args, 'continue_from=80345678', 'optim.lr=0'], tmp_path)
+    assert 'Starting from the weights of XP 80345678' in digits.stdout + digits.stderr
 
 
 def test_model_learns(tmp_path):
