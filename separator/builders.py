@@ -21,6 +21,7 @@ from .locking import locked
 from .losses import check_loss_options, kept_count, smallest_truncating_batch
 from .models import get_model_class
 from .paths import absolute_path
+from .starting_weights import start_model
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,14 @@ def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
     return train_set, valid_set, WholeTracks(test, dset.sources)
 
 
-def get_model(cfg: tp.Any, xps: tp.Optional[Path] = None) -> torch.nn.Module:
+def get_model(cfg: tp.Any, xps: tp.Optional[Path] = None,
+              folder: tp.Optional[Path] = None) -> torch.nn.Module:
     """The model of `cfg.model`, built from its section; `xps` (Dora's XP folder) holds the
-    trained XPs that `model=mixer` blends."""
+    trained XPs that `model=mixer` blends. With `continue_from=FILE`, the model that file
+    describes (`starting_weights`; `folder`: the XP's, once it has a checkpoint)."""
+    imported = start_model(cfg, folder)
+    if imported is not None:
+        return imported
     klass = get_model_class(cfg.model)
     kwargs = OmegaConf.to_container(cfg[cfg.model], resolve=True)
     weights = None

@@ -32,10 +32,10 @@ from .ema import ModelEMA
 from .memory import micro_batch_that_fits
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
-from .states import (DIFFQ_SUFFIX, architecture_difference, best_weights, checkpoint_path, copy_state,
-                     has_checkpoint, load_checkpoint, promote_previous_checkpoint,
-                     quantizer_kwargs, read_xp_checkpoint, save_checkpoint, serialize_model,
-                     swap_state)
+from .starting_weights import is_checkpoint_file, start_checkpoint
+from .states import (DIFFQ_SUFFIX, architecture_difference, best_weights, checkpoint_path,
+                     copy_state, has_checkpoint, load_checkpoint, promote_previous_checkpoint,
+                     quantizer_kwargs, save_checkpoint, serialize_model, swap_state)
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,6 @@ logger = logging.getLogger(__name__)
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A seed for one epoch and one stream of randomness, well mixed by numpy."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
-
-
-def load_checkpoint_of(sig: str, xp_folder: Path) -> dict:
-    """Load the checkpoint of XP `sig`, a sibling of `xp_folder` in Dora's XP folder."""
-    return read_xp_checkpoint(sig, Path(xp_folder).parent, f"continue_from={sig}")
 
 
 class Solver:
@@ -157,7 +152,7 @@ class Solver:
             if source != path and distrib.is_master():
                 promote_previous_checkpoint(self.folder)
         elif self.cfg.continue_from:
-            state = load_checkpoint_of(self.cfg.continue_from, self.folder)
+            state = start_checkpoint(self.cfg, self.folder)
             weights = best_weights(state)
             try:
                 self.model.load_state_dict(
@@ -167,7 +162,8 @@ class Solver:
                                  f"{architecture_difference(state, self.model)}") from None
             for ema in self.emas:
                 ema.state = copy_state(self.model.state_dict())
-            logger.info("Starting from the weights of XP %s", self.cfg.continue_from)
+            logger.info("Starting from the weights of %s %s", 'file' if is_checkpoint_file(
+                self.cfg.continue_from) else 'XP', self.cfg.continue_from)
         if not has_checkpoint(self.folder) and self.history and distrib.is_master():
             # A history without a checkpoint is stale (the checkpoint was removed): start over.
             self.link.update_history([])

@@ -23,7 +23,7 @@ from .config_checks import (ConfigError, check_config, check_data_choice,
 from .filter_stage import run_filter
 from .slurm import explain_missing_slurm
 from .solver import Solver
-from .states import has_checkpoint
+from .states import has_checkpoint, registry_name
 from .threads import set_threads
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ def train_model(cfg: tp.Any, xp: tp.Any, device: str) -> None:
     """The runner of a training XP: model, criterion, data, optimizer, quantizer, scheduler
     from `builders`, then `Solver.train` (or, with `misc.show`, print the model)."""
     torch.manual_seed(cfg.seed)
-    model = builders.get_model(cfg, xps=xp.folder.parent).to(device)
+    model = builders.get_model(cfg, xps=xp.folder.parent, folder=xp.folder).to(device)
     size = sum(p.numel() for p in model.parameters())
-    logger.info("Model %s: %.2f M parameters", cfg.model, size / 1e6)
+    logger.info("Model %s: %.2f M parameters", registry_name(model), size / 1e6)
     if cfg.misc.show:
         print(model)
         print(f"Size: {size / 1e6:.2f} M parameters, {4 * size / 2 ** 20:.1f} MB")

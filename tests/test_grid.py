@@ -133,11 +133,24 @@ def test_grid_advances_a_lineage_stage_by_stage(slurm_env, tmp_path):
     grid(['--cancel'], tmp_path, env, name='sdx23_tiny')
 
 
+def _files(folder: Path) -> dict:
+    return {path.relative_to(folder): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob('*')) if path.is_file()}
+
+
 def test_grid_without_slurm_says_so_in_one_line(tmp_path):
     """No controller answers (a config that points nowhere, or no Slurm installed at all):
-    one line saying so and how to start the local cluster; nothing submitted or written."""
+    one line saying so and how to start the local cluster; nothing submitted or written, and
+    the files of XPs already there (trained with `dora run`, say) are left as they were."""
+    nowhere = {'SLURM_CONF': str(tmp_path / 'no_slurm.conf')}
+    sigs = grid_sigs(tmp_path, nowhere)
+    assert sigs
+    for sig in sigs:   # what a local `dora run` of each leaves: a checkpoint, a history
+        (xp_folder(tmp_path, sig) / 'checkpoint.th').write_bytes(b'weights of ' + sig.encode())
+        (xp_folder(tmp_path, sig) / 'history.json').write_text('[{"train": {"loss": 1.0}}]')
+    before = _files(tmp_path / 'outputs')
     command, env = _dora(['grid', 'cpu_smoke', '--no_monitoring'])
-    env = dict(env, SLURM_CONF=str(tmp_path / 'no_slurm.conf'))
+    env = dict(env, **nowhere)
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -145,3 +158,4 @@ def test_grid_without_slurm_says_so_in_one_line(tmp_path):
     assert len(errors) == 1 and errors[0].startswith('dora grid: error: '), result.stderr
     assert 'tests/slurm/start.sh' in errors[0] and 'Traceback' not in result.stderr
     assert not list(tmp_path.glob('outputs/xps/*/submitit'))
+    assert _files(tmp_path / 'outputs') == before
