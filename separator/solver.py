@@ -69,7 +69,8 @@ class Solver:
         self.history: tp.List[dict] = self.link.history
         self.device = device
         self.folder = Path(xp.folder)
-        self.emas = [ModelEMA(model, decay) for decay in cfg.ema.batch]
+        self.emas = [ModelEMA(model, decay, 'batch') for decay in cfg.ema.batch] + \
+            [ModelEMA(model, decay, 'epoch') for decay in cfg.ema.get('epoch') or []]
         self.best_state: tp.Optional[dict] = None
         self.best_valid = float('inf')
         self.amp_dtype = _amp_dtype(cfg.optim.amp)
@@ -217,7 +218,8 @@ class Solver:
                 self.scaler.update()
                 self.optimizer.zero_grad()
                 for ema in self.emas:
-                    ema.update()
+                    if ema.unit == 'batch':
+                        ema.update()
             values = {'loss': loss, 'grad': grad_norm}
             if size is not None:
                 values['ms'] = size
@@ -230,6 +232,9 @@ class Solver:
                                if key in sums})
         if self.scheduler is not None:
             self.scheduler.step()
+        for ema in self.emas:
+            if ema.unit == 'epoch':
+                ema.update()
         return distrib.average({key: value / max(count, 1) for key, value in sums.items()},
                                count)
 
@@ -324,7 +329,7 @@ class Solver:
             return {}
         candidates = {'main': None}
         for ema in self.emas:
-            candidates[f'ema_{ema.decay}'] = ema.state
+            candidates[ema.name] = ema.state
         results = {name: self._valid_loss(state) for name, state in candidates.items()}
         best_name = min(results, key=lambda name: results[name]['loss'])
         metrics = dict(results[best_name])

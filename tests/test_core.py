@@ -186,6 +186,14 @@ def test_ema_tracks_weights():
     assert torch.allclose(ema.state['weight'], start + 1.)
 
 
+@pytest.mark.parametrize('decay, unit, words', [(1.0, 'batch', 'ema.batch: decay 1.0'),
+                                                (-0.1, 'epoch', 'ema.epoch: decay -0.1'),
+                                                (0.9, 'step', "not 'step'")])
+def test_ema_refuses_what_cannot_average(decay, unit, words):
+    with pytest.raises(ValueError, match=words):
+        ModelEMA(torch.nn.Linear(2, 2), decay, unit)
+
+
 def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / 'ckpt.th'
     states.atomic_save({'a': 1}, path)

@@ -43,7 +43,7 @@ def test_signature_info_and_unknown_sig(tiny_data, tmp_path):
 def test_sigkill_and_resume_is_exact(tiny_data, tmp_path):
     """An XP killed twice (mid-epoch, then near a checkpoint) ends as one never stopped."""
     args = TINY + [f'dset.musdb={tiny_data}', 'epochs=5', 'test.every=2', 'ema.batch=[0.9]',
-                   'optim.lr_scheduler=cosine', 'optim.accumulate=2', 'misc.num_workers=1']
+                   'ema.epoch=[0.5]', 'optim.lr_scheduler=cosine', 'optim.accumulate=2', 'misc.num_workers=1']
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir()
     killed.mkdir()
@@ -65,6 +65,9 @@ def test_sigkill_and_resume_is_exact(tiny_data, tmp_path):
         resumed.stdout + resumed.stderr
 
     assert_same_xp(straight, killed, sig)
+    # Both EMAs were validated every epoch, the per-epoch one under its own name.
+    valid = history(killed, sig)[-1]['valid']
+    assert {'loss_main', 'loss_ema_0.9', 'loss_ema_epoch_0.5'} <= set(valid), valid
 
 
 def test_fp16_sigkill_and_resume_is_exact(tiny_data, tmp_path):
