@@ -4,6 +4,7 @@ optimizer, quantizer, scheduler.
 The solver and the entry point ask these functions; nothing else reads the raw config
 sections they cover.
 """
+import fnmatch
 import logging
 import math
 import typing as tp
@@ -180,17 +181,47 @@ def _warn_small_truncation_batch(quantile: float, batch_size: int) -> None:
             world)
 
 
+OPTIMIZERS = ('adam', 'adamw', 'rmsprop')
+
+
+def freeze(model: torch.nn.Module, patterns: tp.Sequence[str]) -> tp.List[str]:
+    """`optim.freeze`: the parameters whose names match one of the shell-style `patterns`
+    (e.g. `encoder.*`, `*.norm.*`) stop learning. Returns their names; a pattern that matches
+    nothing is an error naming it (a typo would otherwise train everything silently)."""
+    names = [name for name, _ in model.named_parameters()]
+    frozen = []
+    for pattern in patterns:
+        matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            sample = ', '.join(names[:4])
+            raise ValueError(f"optim.freeze: {pattern!r} matches no parameter of the model "
+                             f"(names look like {sample}, ...; `dora run ... misc.show=true` "
+                             f"prints the model).")
+        frozen += [name for name in matched if name not in frozen]
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return frozen
+
+
 def get_optimizer(cfg: tp.Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """`optim.optim` over the parameters that learn (all but `optim.freeze`'s)."""
     optim = cfg.optim
+    frozen = freeze(model, list(optim.get('freeze') or []))
+    if frozen:
+        logger.info("optim.freeze: %d parameter tensor(s) frozen", len(frozen))
+    params = [param for param in model.parameters() if param.requires_grad]
+    if not params:
+        raise ValueError("optim.freeze froze every parameter: nothing would learn.")
     if optim.optim == 'adam':
-        return torch.optim.Adam(model.parameters(), lr=optim.lr,
-                                betas=(optim.beta1, optim.beta2),
+        return torch.optim.Adam(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
                                 weight_decay=optim.weight_decay)
     if optim.optim == 'adamw':
-        return torch.optim.AdamW(model.parameters(), lr=optim.lr,
-                                 betas=(optim.beta1, optim.beta2),
+        return torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
                                  weight_decay=optim.weight_decay)
-    raise ValueError(f"Unknown optim.optim={optim.optim!r}: use adam or adamw.")
+    if optim.optim == 'rmsprop':
+        return torch.optim.RMSprop(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    raise ValueError(f"Unknown optim.optim={optim.optim!r}: use {', '.join(OPTIMIZERS)}.")
 
 
 def get_quantizer(cfg: tp.Any, model: torch.nn.Module,
@@ -215,14 +246,20 @@ def get_quantizer(cfg: tp.Any, model: torch.nn.Module,
 
 def get_scheduler(cfg: tp.Any, optimizer: torch.optim.Optimizer
                   ) -> tp.Optional[torch.optim.lr_scheduler.LRScheduler]:
-    """Per-epoch schedule: linear warmup then, for `cosine`, a cosine decay to zero."""
+    """Per-epoch schedule: linear warmup then, for `cosine`, a cosine decay to zero; for
+    `step`, the rate times `optim.step_gamma` every `optim.step_size` epochs (SCNet: x0.98
+    every 10)."""
     name = cfg.optim.lr_scheduler
     warmup = cfg.optim.warmup_epochs
     epochs = cfg.epochs
     if name is None and not warmup:
         return None
-    if name not in (None, 'cosine'):
-        raise ValueError(f"Unknown optim.lr_scheduler={name!r}: use null or cosine.")
+    if name not in (None, 'cosine', 'step'):
+        raise ValueError(f"Unknown optim.lr_scheduler={name!r}: use null, cosine or step.")
+    step_size, gamma = cfg.optim.get('step_size', 10), cfg.optim.get('step_gamma', 1.)
+    if name == 'step' and (not isinstance(step_size, int) or step_size < 1):
+        raise ValueError(f"optim.step_size={step_size!r}: epochs between decays, a whole "
+                         f"number above 0.")
 
     def factor(epoch: int) -> float:
         if epoch < warmup:
@@ -230,6 +267,8 @@ def get_scheduler(cfg: tp.Any, optimizer: torch.optim.Optimizer
         if name == 'cosine':
             progress = (epoch - warmup) / max(1, epochs - warmup)
             return 0.5 * (1 + math.cos(math.pi * progress))
+        if name == 'step':
+            return gamma ** ((epoch - warmup) // step_size)
         return 1.
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
