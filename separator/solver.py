@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import builders, distrib
+from . import builders, distrib, lora
 from .apply import apply_model
 from .atomic import remove_temporaries
 from .augment import augment
@@ -34,6 +34,7 @@ from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
 from .starting_weights import is_checkpoint_file, start_checkpoint
 from .states import (DIFFQ_SUFFIX, architecture_difference, best_weights, checkpoint_path,
+                     checkpoint_weights,
                      copy_state, has_checkpoint, load_checkpoint, promote_previous_checkpoint,
                      quantizer_kwargs, save_checkpoint, serialize_model, swap_state)
 
@@ -113,6 +114,7 @@ class Solver:
             'sig': self.xp.sig,
             'world_size': distrib.world_size,
             'micro_batch': self.micro_batch,
+            'lora': lora.options(self.cfg),
         }
 
     def _load_state_dict(self, state: dict) -> None:
@@ -154,7 +156,9 @@ class Solver:
                 promote_previous_checkpoint(self.folder)
         elif self.cfg.continue_from:
             state = start_checkpoint(self.cfg, self.folder)
-            weights = best_weights(state)
+            weights = checkpoint_weights(state) if state.get('lora') else best_weights(state)
+            if lora.options(self.cfg):
+                weights = lora.to_adapted_names(weights, self.model)
             try:
                 self.model.load_state_dict(
                     _with_own_bit_widths(weights, self.model.state_dict()))

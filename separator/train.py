@@ -17,7 +17,7 @@ from dora import get_xp, hydra_main
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from . import builders, distrib
+from . import builders, distrib, lora
 from .config_checks import (ConfigError, check_config, check_data_choice,
                             explain_config_errors, recover_signatures, show_full_overrides)
 from .filter_stage import run_filter
@@ -39,6 +39,11 @@ def train_model(cfg: tp.Any, xp: tp.Any, device: str) -> None:
     from `builders`, then `Solver.train` (or, with `misc.show`, print the model)."""
     torch.manual_seed(cfg.seed)
     model = builders.get_model(cfg, xps=xp.folder.parent, folder=xp.folder).to(device)
+    adapters = lora.options(cfg)
+    if adapters:
+        layers = lora.add_lora(model, **adapters)
+        logger.info("LoRA rank %d on %d layer(s); every other weight frozen", adapters['rank'],
+                    len(layers))
     size = sum(p.numel() for p in model.parameters())
     logger.info("Model %s: %.2f M parameters", registry_name(model), size / 1e6)
     if cfg.misc.show:
