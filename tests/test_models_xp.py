@@ -29,6 +29,8 @@ TINY_MODELS = {
                      'mel_roformer.dim_head=8', 'mel_roformer.mask_mult=1',
                      'mel_roformer.n_fft=1024', 'mel_roformer.hop_length=256',
                      'mel_roformer.num_bands=16', 'optim.loss=l1_mrstft'],
+    'unet': ['unet.n_fft=512', 'unet.hop_length=128', 'unet.bins=128', 'unet.frames=64',
+             'unet.filters=[8,16,16,16]'],
 }
 
 
@@ -41,6 +43,7 @@ BUDGETS = {
     'bsrnn': ['epochs=1', 'optim.lr=1e-2'],
     'bs_roformer': ['epochs=1', 'max_batches=4', 'optim.lr=1e-2'],
     'mel_roformer': ['epochs=1', 'max_batches=4', 'optim.lr=1e-2'],
+    'unet': ['epochs=2', 'optim.lr=1e-2'],
 }
 
 

@@ -43,7 +43,10 @@ def test_signature_info_and_unknown_sig(tiny_data, tmp_path):
 def test_sigkill_and_resume_is_exact(tiny_data, tmp_path):
     """An XP killed twice (mid-epoch, then near a checkpoint) ends as one never stopped."""
     args = TINY + [f'dset.musdb={tiny_data}', 'epochs=5', 'test.every=2', 'ema.batch=[0.9]',
-                   'ema.epoch=[0.5]', 'optim.lr_scheduler=cosine', 'optim.accumulate=2', 'misc.num_workers=1']
+                   'ema.epoch=[0.5]', 'optim.lr_scheduler=cosine', 'optim.accumulate=2',
+                   'misc.num_workers=1',
+                   # a few repitched examples (Rubber Band takes ~1 s for each here)
+                   'augment.repitch.proba=0.05']
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir()
     killed.mkdir()

@@ -3,7 +3,8 @@
 A training example is a function of its global index only (`epoch * epoch_size + i`):
 the track and offset come from an RNG seeded with (seed, index). The batches of an epoch
 are therefore the same whatever the number of loader workers or ranks, and a resumed XP
-replays exactly the epoch it was killed in.
+replays exactly the epoch it was killed in. The training sets take an optional `Repitch`
+(augment.repitch, see repitch.py): its change of an example is a function of the same index.
 """
 import math
 import typing as tp
@@ -14,6 +15,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .audio import fit_length, read_audio
 from .musdb import TrackInfo
+from .repitch import Repitch
 
 
 def read_sources(track: TrackInfo, sources: tp.Sequence[str], start: int = 0,
@@ -25,15 +27,19 @@ def read_sources(track: TrackInfo, sources: tp.Sequence[str], start: int = 0,
 
 
 class TrainSegments(Dataset):
-    """Random segments of `segment` frames, drawn with probability proportional to length."""
+    """Random segments of `segment` frames, drawn with probability proportional to length.
+
+    With `repitch`, a changed example reads the frames its tempo change turns into `segment`.
+    """
 
     def __init__(self, tracks: tp.List[TrackInfo], sources: tp.Sequence[str], segment: int,
-                 epoch_size: int, seed: int):
+                 epoch_size: int, seed: int, repitch: tp.Optional[Repitch] = None):
         self.tracks = tracks
         self.sources = list(sources)
         self.segment = segment
         self.epoch_size = epoch_size
         self.seed = seed
+        self.repitch = repitch
         lengths = np.array([track.length for track in tracks], dtype=np.float64)
         self.probabilities = lengths / lengths.sum()
 
@@ -41,10 +47,15 @@ class TrainSegments(Dataset):
         return self.epoch_size
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        change = self.repitch.draw(self.seed, index) if self.repitch is not None else None
+        frames = Repitch.input_length(change, self.segment)
         rng = np.random.default_rng([self.seed, index])
         track = self.tracks[rng.choice(len(self.tracks), p=self.probabilities)]
-        offset = int(rng.integers(0, max(track.length - self.segment, 0) + 1))
-        return torch.from_numpy(read_sources(track, self.sources, offset, self.segment))
+        offset = int(rng.integers(0, max(track.length - frames, 0) + 1))
+        stems = read_sources(track, self.sources, offset, frames)
+        if change is not None:
+            stems = self.repitch.apply(stems, change, self.segment, track.samplerate)
+        return torch.from_numpy(stems)
 
 
 class RemixSegments(Dataset):
@@ -53,15 +64,18 @@ class RemixSegments(Dataset):
     The SDX23 winner's training on filtered data: for every example and source, a track is
     drawn among those whose stem of that source is clean (probability proportional to
     length), independently across sources, so the mixture is a random remix. A track with a
-    flagged stem still serves its clean stems.
+    flagged stem still serves its clean stems. With `repitch`, the stems of a changed example
+    get the same change.
     """
 
     def __init__(self, tracks: tp.List[TrackInfo], sources: tp.Sequence[str], segment: int,
-                 epoch_size: int, seed: int, clean: tp.Mapping[str, tp.Collection[str]]):
+                 epoch_size: int, seed: int, clean: tp.Mapping[str, tp.Collection[str]],
+                 repitch: tp.Optional[Repitch] = None):
         self.sources = list(sources)
         self.segment = segment
         self.epoch_size = epoch_size
         self.seed = seed
+        self.repitch = repitch
         self.pools: tp.Dict[str, tp.List[TrackInfo]] = {}
         self.probabilities = {}
         for source in self.sources:
@@ -79,15 +93,19 @@ class RemixSegments(Dataset):
         return self.epoch_size
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        change = self.repitch.draw(self.seed, index) if self.repitch is not None else None
+        frames = Repitch.input_length(change, self.segment)
         rng = np.random.default_rng([self.seed, index])
         stems = []
         for source in self.sources:
             pool = self.pools[source]
             track = pool[rng.choice(len(pool), p=self.probabilities[source])]
-            offset = int(rng.integers(0, max(track.length - self.segment, 0) + 1))
-            stems.append(fit_length(read_audio(track.files[source], offset, self.segment),
-                                    self.segment))
-        return torch.from_numpy(np.stack(stems))
+            offset = int(rng.integers(0, max(track.length - frames, 0) + 1))
+            stems.append(fit_length(read_audio(track.files[source], offset, frames), frames))
+        audio = np.stack(stems)
+        if change is not None:
+            audio = self.repitch.apply(audio, change, self.segment, track.samplerate)
+        return torch.from_numpy(audio)
 
 
 class StridedSegments(Dataset):

@@ -7,6 +7,7 @@ from .htdemucs import HTDemucs
 from .mixer import Mixer
 from .roformer import BSRoFormer, MelRoFormer
 from .tfc_tdf import TFCTDFNet
+from .unet import UNet
 from .xumx import XUMX
 
 MODELS: tp.Dict[str, type] = {
@@ -18,6 +19,7 @@ MODELS: tp.Dict[str, type] = {
     'bs_roformer': BSRoFormer,
     'mel_roformer': MelRoFormer,
     'mixer': Mixer,
+    'unet': UNet,   # Spleeter's U-Net
 }
 
 
