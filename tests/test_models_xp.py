@@ -29,6 +29,8 @@ TINY_MODELS = {
                      'mel_roformer.dim_head=8', 'mel_roformer.mask_mult=1',
                      'mel_roformer.n_fft=1024', 'mel_roformer.hop_length=256',
                      'mel_roformer.num_bands=16', 'optim.loss=l1_mrstft'],
+    'scnet': ['scnet.dims=[4,8,16,16]', 'scnet.nfft=512', 'scnet.hop_size=128',
+              'scnet.win_size=512', 'scnet.num_dplayer=2'],
     'unet': ['unet.n_fft=512', 'unet.hop_length=128', 'unet.bins=128', 'unet.frames=64',
              'unet.filters=[8,16,16,16]'],
 }
@@ -44,6 +46,7 @@ BUDGETS = {
     'bs_roformer': ['epochs=1', 'max_batches=4', 'optim.lr=1e-2'],
     'mel_roformer': ['epochs=1', 'max_batches=4', 'optim.lr=1e-2'],
     'unet': ['epochs=2', 'optim.lr=1e-2'],
+    'scnet': ['epochs=2', 'optim.lr=1e-2'],
 }
 
 

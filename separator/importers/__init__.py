@@ -18,6 +18,7 @@ called (the placeholders are classes of our own, with the names the pickles expe
 """
 import importlib
 import pickle
+import re
 import typing as tp
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import yaml
 
 from ..states import PACKAGE_FORMAT, PackageError, build_model
 
-FORMATS = ('demucs', 'roformer', 'spleeter', 'umx')   # modules of this package, tried in order
+FORMATS = ('demucs', 'roformer', 'scnet', 'spleeter', 'umx')   # modules of this package, tried in order
 
 
 def importers() -> tp.List[tp.Any]:
@@ -53,9 +54,13 @@ def read_checkpoint(path: tp.Union[str, Path]) -> tp.Any:
         with torch.serialization.safe_globals(placeholders):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PackageError(f"{path}: not a checkpoint separator can read as data ({first}); "
-                           f"nothing it names was imported.") from None
+        named = re.search(r'[Uu]nsupported [Gg][Ll][Oo][Bb][Aa][Ll]:? (?:GLOBAL )?([\w.]+)', str(error))
+        if named:
+            raise PackageError(f"{path} names {named.group(1)}, which is not data; separator "
+                               f"imports nothing a file names (the formats it reads: "
+                               f"{', '.join(FORMATS)}).") from None
+        raise PackageError(f"{path} is not a PyTorch checkpoint separator can read (it is "
+                           f"corrupt, truncated, or another kind of file).") from None
     except Exception as error:
         raise PackageError(f"Could not read {path} ({error}): the file is corrupt or not a "
                            f"PyTorch checkpoint.") from None

@@ -6,6 +6,7 @@ from .hdemucs import HDemucs
 from .htdemucs import HTDemucs
 from .mixer import Mixer
 from .roformer import BSRoFormer, MelRoFormer
+from .scnet import SCNet
 from .tfc_tdf import TFCTDFNet
 from .unet import UNet
 from .xumx import XUMX
@@ -20,6 +21,7 @@ MODELS: tp.Dict[str, type] = {
     'mel_roformer': MelRoFormer,
     'mixer': Mixer,
     'unet': UNet,   # Spleeter's U-Net
+    'scnet': SCNet,
 }
 
 
