@@ -228,3 +228,25 @@ def test_a_quantized_package_names_its_quantizer_as_data(tmp_path):
     package['state']['meta']['init_kwargs'] = {'min_size': 0.0001, 'evil': 1}
     with pytest.raises(PackageError, match='evil'):
         load_model(package)
+
+
+@pytest.mark.parametrize('how', ['reduce', 'klass'])
+def test_importing_a_published_checkpoint_runs_nothing(tmp_path, how):
+    """`tools.import_weights` and `continue_from=FILE` read published checkpoints: one that
+    would run a command when unpickled, or names a function as its class (as a Demucs
+    package names its class), is refused in one line naming the file."""
+    marker = tmp_path / 'MARKER'
+    evil = tmp_path / 'htdemucs.th'
+    package = serialize_model(tiny_model())
+    if how == 'reduce':
+        package['state']['x'] = _RunsCommand(f'touch {marker}')
+    else:
+        package = {'klass': os.system, 'args': [f'touch {marker}'], 'kwargs': {},
+                   'state': package['state']}
+    torch.save(package, evil)
+    result = run_python(['-m', 'tools.import_weights', str(evil), '-o',
+                         str(tmp_path / 'out.th')], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f'import_weights: error: {evil}'), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and 'Traceback' not in result.stderr
+    assert not marker.exists() and not (tmp_path / 'out.th').exists()
