@@ -167,6 +167,10 @@ def get_criterion(cfg: tp.Any, model: torch.nn.Module) -> SourceLoss:
     if optim.truncation_rank not in ('loss', 'relative'):
         raise ValueError(f"optim.truncation_rank={optim.truncation_rank!r}: use loss or "
                          f"relative.")
+    if optim.loss == 'neg_sdr' and optim.loss_truncation and optim.truncation_rank == 'relative':
+        raise ValueError("optim.truncation_rank=relative divides each loss by its target's "
+                         "level, but optim.loss=neg_sdr is already relative to it (in dB): "
+                         "use optim.truncation_rank=loss.")
     if optim.loss == 'xumx':
         if not callable(getattr(model, 'magnitude', None)):
             raise ValueError(f"optim.loss=xumx needs a model with magnitude estimates "

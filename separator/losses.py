@@ -5,7 +5,8 @@ import typing as tp
 
 import torch
 
-LOSSES = ('l1', 'mse', 'l1_mrstft', 'xumx')
+LOSSES = ('l1', 'mse', 'l1_mrstft', 'neg_sdr', 'xumx')
+SDR_DELTA = 1e-7   # aimless's guard against log10(0) in the negative SDR
 # The multi-resolution STFT loss of BS-RoFormer and Mel-RoFormer (Lu et al. 2023, Wang et
 # al. 2023): window sizes and hop in samples at 44.1 kHz.
 MRSTFT_WINDOWS = (4096, 2048, 1024, 512, 256)
@@ -30,6 +31,18 @@ def stft_l1(estimate: torch.Tensor, sources: torch.Tensor,
     return total
 
 
+def neg_sdr(estimate: torch.Tensor, sources: torch.Tensor, delta: float = SDR_DELTA
+            ) -> torch.Tensor:
+    """The negative SDR of each example and source, in dB: -10 log10(|s|^2 / |s - e|^2),
+    each energy summed over channels and time, `delta` added to both (aimless's SDX23
+    loss). [B, S, C, T] x2 -> [B, S]. aimless takes one SDR per example over all sources
+    together; per source, per-source `weights` and loss truncation apply to it as to the others
+    (and a quiet source weighs as much as a loud one)."""
+    reference = sources.float().flatten(2)
+    error = (estimate.float().flatten(2) - reference).square().sum(-1)
+    return 10 * torch.log10(error + delta) - 10 * torch.log10(reference.square().sum(-1) + delta)
+
+
 def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1',
                   stft_weight: float = 1.) -> torch.Tensor:
     """Loss of each example and source: [B, S, C, T] x2 -> [B, S].
@@ -44,6 +57,8 @@ def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1
     elif kind == 'l1_mrstft':
         return (source_losses(estimate, sources, 'l1')
                 + stft_weight * stft_l1(estimate, sources))
+    elif kind == 'neg_sdr':
+        return neg_sdr(estimate, sources)
     elif kind == 'xumx':
         raise ValueError("optim.loss=xumx has combination terms, not per-source ones: use "
                          "xumx_loss (the solver validates xumx XPs with l1).")
