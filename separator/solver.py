@@ -14,12 +14,14 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
+import random
 import time
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from . import builders, distrib, lora
@@ -27,8 +29,10 @@ from .apply import apply_model
 from .atomic import remove_temporaries
 from .augment import augment
 from .criterion import SourceLoss
+from .curves import update_curves
 from .data.segments import EpochSampler
 from .ema import ModelEMA
+from .experiment_log import ExperimentLog
 from .memory import micro_batch_that_fits
 from .metrics import bss_sdr, nsdr, trivial_estimates
 from .progress import Progress
@@ -37,8 +41,21 @@ from .states import (DIFFQ_SUFFIX, architecture_difference, best_weights, checkp
                      checkpoint_weights,
                      copy_state, has_checkpoint, load_checkpoint, promote_previous_checkpoint,
                      quantizer_kwargs, save_checkpoint, serialize_model, swap_state)
+from .svd import svd_penalty
 
 logger = logging.getLogger(__name__)
+
+
+SVD_STREAM = 1_000_003   # the random stream of svd.proba (others: 0, 1, 2 + rank)
+
+
+def _svd_settings(cfg: tp.Any) -> tp.Optional[dict]:
+    """`svd`: the weight of the singular value penalty and its options, or None when off."""
+    section = cfg.get('svd')
+    if not section or not section.penalty:
+        return None
+    options = OmegaConf.to_container(section, resolve=True)
+    return {'penalty': options.pop('penalty'), 'options': options}
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -81,6 +98,8 @@ class Solver:
             raise ValueError(f"optim.accumulate={cfg.optim.accumulate} must be >= 1.")
         self._check_batch_size()
         self.micro_batch: tp.Optional[int] = cfg.optim.micro_batch
+        self.svd = _svd_settings(cfg)
+        self.svd_rng = random.Random(0)   # reseeded every epoch (`_seed`): exact resume
         self.criterion = criterion if criterion is not None else builders.get_criterion(
             cfg, model)
 
@@ -185,6 +204,8 @@ class Solver:
         np.random.seed(epoch_seed(self.cfg.seed, epoch, 1) % 2 ** 32)
         generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.cfg.seed, epoch, 2 + distrib.rank))
+        # svd.proba's draws: one stream for every rank, so that all skip the same batches.
+        self.svd_rng.seed(epoch_seed(self.cfg.seed, epoch, SVD_STREAM))
         return generator
 
     def _loader(self, dataset: tp.Any, sampler: tp.Any) -> DataLoader:
@@ -263,6 +284,9 @@ class Solver:
                 if self.quantizer is not None and start == 0:
                     size = self.quantizer.model_size()  # MB, differentiable
                     objective = objective + self.cfg.quant.diffq * size
+                if self.svd and start == 0:     # once per batch, every rank alike
+                    objective = objective + self.svd['penalty'] * svd_penalty(
+                        self.model, rng=self.svd_rng, **self.svd['options'])
                 self.scaler.scale(objective / accumulate).backward()
             total += loss.item() * (len(losses) / len(sources))
             parts.append(losses.detach())
@@ -417,20 +441,38 @@ class Solver:
         self._fit_micro_batch()
         for epoch, metrics in enumerate(self.history):
             logger.info("Epoch %d (replayed from history): %s", epoch + 1, _format(metrics))
-        for epoch in range(len(self.history), self.cfg.epochs):
-            begin = time.time()
-            metrics = {'train': self._train_epoch(epoch)}
-            metrics['valid'] = self._valid_epoch()
-            if self._should_test(epoch):
-                last = epoch + 1 == self.cfg.epochs
-                metrics['test'] = self.evaluate(museval=last and self.cfg.test.sdr)
-            metrics['duration'] = time.time() - begin
-            self.history.append(metrics)
-            self._save_checkpoint()
-            if distrib.is_master():
-                self.link.update_history(self.history)
-            logger.info("Epoch %d: %s", epoch + 1, _format(metrics))
+        # TensorBoard / W&B (config `logging`), rank 0 only; continues the XP's records.
+        experiment_log = ExperimentLog(self.cfg.get('logging'), self.xp, self.cfg,
+                                       self.history)
+        try:
+            for epoch in range(len(self.history), self.cfg.epochs):
+                self._run_epoch(epoch, experiment_log)
+        finally:
+            experiment_log.close()
         self.summary()
+
+    def _run_epoch(self, epoch: int, experiment_log: ExperimentLog) -> None:
+        """Train, validate (and test) one epoch; record it in the history, the checkpoint,
+        curves.png and the experiment log."""
+        begin = time.time()
+        # The rate this epoch trains with (the scheduler steps at its end).
+        metrics = {'lr': self.optimizer.param_groups[0]['lr']}
+        metrics['train'] = self._train_epoch(epoch)
+        metrics['valid'] = self._valid_epoch()
+        if self._should_test(epoch):
+            last = epoch + 1 == self.cfg.epochs
+            metrics['test'] = self.evaluate(museval=last and self.cfg.test.sdr)
+        metrics['duration'] = time.time() - begin
+        self.history.append(metrics)
+        # Before the checkpoint: an epoch logged, then killed before its checkpoint, is
+        # replayed and logged again over it (TensorBoard purges).
+        experiment_log.log_epoch(epoch + 1, metrics)
+        self._save_checkpoint()
+        if distrib.is_master():
+            self.link.update_history(self.history)
+            # curves.png: a failure is a warning, never the end of the XP.
+            update_curves(self.folder, self.history, self.xp.sig, list(self.cfg.dset.sources))
+        logger.info("Epoch %d: %s", epoch + 1, _format(metrics))
 
     def summary(self) -> None:
         """Print the last test metrics next to the trivial baselines."""

@@ -213,8 +213,8 @@ def _diffq_kwargs(meta: tp.Any) -> dict:
 
 def checkpoint_weights(checkpoint: dict, quantized: bool = False) -> dict:
     """The weights to release from a solver checkpoint: its best state (else its last
-    weights) without DiffQ's bit widths, LoRA adapters merged; with `quantized`, for an XP trained with
-    `quant.diffq`, its bit-packed quantized state instead."""
+    weights) without DiffQ's bit widths, LoRA adapters merged; with `quantized`, for an XP
+    trained with `quant.diffq`, its bit-packed quantized state instead."""
     state = best_weights(checkpoint)
     if checkpoint.get('lora'):   # adapters folded into plain weights: the plain architecture
         from .lora import merged_state

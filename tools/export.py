@@ -1,6 +1,7 @@
 """Export trained XPs as self-contained model packages.
 
     python -m tools.export SIG [SIG ...] [-o release_models] [--half | --quantize diffq]
+        [--format demucs]
         [--torchscript] [--onnx] [--xps outputs/xps]
 
 Writes `OUT/SIG.th` for each XP: the model's registry name, its constructor arguments, the weights of
@@ -76,6 +77,16 @@ def export_xp(sig: str, xps: Path, out: Path, half: bool = False,
               quantize: tp.Optional[str] = None) -> Path:
     """Export XP `sig` from the XP folder `xps` to `out/SIG.th`; return that path."""
     return write_package(read_checkpoint(sig, xps), out, half, quantize)[0]
+
+
+def write_demucs_release(package: dict, out: Path, sig: str, half: bool = False) -> Path:
+    """Our package as Demucs's `OUT/SIG-CHECKSUM.th`; ExportError when the model does not
+    compute what Demucs's own class would (`separator.importers.demucs.check_exportable`)."""
+    from separator.importers.demucs import to_demucs_package, write_demucs_package
+    try:
+        return write_demucs_package(to_demucs_package(package, half=half), out, sig)
+    except PackageError as error:
+        raise ExportError(str(error)) from None
 
 
 def model_and_inputs(package: dict, example_batch: int, check_batch: int
@@ -177,6 +188,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--onnx', action='store_true',
                         help="also write OUT/SIG.onnx for inputs of its segment length (any "
                              "batch), checked against PyTorch with onnxruntime")
+    parser.add_argument('--format', choices=['separator', 'demucs'], default='separator',
+                        help="demucs: OUT/SIG-CHECKSUM.th, a Demucs release package that "
+                             "`demucs --repo OUT -n SIG` separates with (htdemucs/hdemucs "
+                             "trained with compat=demucs, or imported from Demucs; model=demucs)")
     parser.add_argument('--xps', type=Path, default=DEFAULT_XPS,
                         help="folder of the XPs (default: %(default)s)")
     return parser
@@ -187,10 +202,17 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.half and args.quantize:
         parser.error("--half and --quantize diffq exclude each other.")
+    if args.format == 'demucs' and (args.quantize or args.torchscript or args.onnx):
+        parser.error("--format demucs writes float weights (--half: float16) only.")
     failed = []
     for sig in args.sigs:
         try:
             checkpoint = read_checkpoint(sig, args.xps)
+            if args.format == 'demucs':
+                target = write_demucs_release(make_package(checkpoint), args.out, sig, args.half)
+                print(f"Exported XP {sig} as a Demucs package: {target} (`demucs --repo "
+                      f"{args.out} -n {sig}`)")
+                continue
             target, package = write_package(checkpoint, args.out, args.half, args.quantize)
             if args.torchscript:
                 script = target.with_suffix('.ts')

@@ -21,10 +21,11 @@ from separator.states import atomic_save, load_model
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser('tools.import_weights', description=__doc__.split('\n')[0])
-    parser.add_argument('file', type=Path, help="the published checkpoint (Spleeter: the folder "
-                        "of its per-source .ckpt files)")
-    parser.add_argument('--sources', nargs='+', help="Spleeter: the names of its per-source "
-                        "files' sources, in name order (default: vocals accompaniment)")
+    parser.add_argument('file', type=Path, help="the published checkpoint (Spleeter, Open-Unmix: "
+                        "the folder of its per-source .ckpt / .pth files)")
+    parser.add_argument('--sources', nargs='+', help="Spleeter, Open-Unmix: the sources of its "
+                        "per-source files, in order (Spleeter's default: vocals accompaniment; "
+                        "Open-Unmix: the targets to take, in this order)")
     parser.add_argument('-o', '--out', type=Path, required=True,
                         help="the package to write, e.g. release_models/NAME.th")
     parser.add_argument('--config', type=Path,
@@ -38,9 +39,10 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     out = args.out if args.out.suffix == '.th' else args.out.with_name(args.out.name + '.th')
     try:
-        if args.file.is_dir():   # Spleeter: one U-Net per source, one file each
-            from separator.importers import read_config, spleeter
-            package = spleeter.convert_files(args.file, args.sources, read_config(args.config))
+        if args.file.is_dir():   # one file per source: Spleeter's *.ckpt, Open-Unmix's *.pth
+            from separator.importers import read_config, spleeter, umx
+            module = umx if args.format == 'umx' or any(args.file.glob('*.pth')) else spleeter
+            package = module.convert_files(args.file, args.sources, read_config(args.config))
         else:
             package = import_checkpoint(args.file, args.config, args.format)
         model = load_model(package)

@@ -4,7 +4,10 @@ A training example is a function of its global index only (`epoch * epoch_size +
 the track and offset come from an RNG seeded with (seed, index). The batches of an epoch
 are therefore the same whatever the number of loader workers or ranks, and a resumed XP
 replays exactly the epoch it was killed in. The training sets take an optional `Repitch`
-(augment.repitch, see repitch.py): its change of an example is a function of the same index.
+(augment.repitch, see repitch.py) and an optional `Effects` chain applied after it
+(augment.effects, see effects.py): their changes of an example are functions of the same
+index, each drawn from a stream of its own, so an example they leave as it is stays bit for
+bit the example without them.
 """
 import math
 import typing as tp
@@ -14,8 +17,26 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .audio import fit_length, read_audio
+from .effects import Effects, generator
 from .musdb import TrackInfo
 from .repitch import Repitch
+
+
+def check_effects(effects: tp.Optional[Effects], tracks: tp.Iterable[TrackInfo]) -> None:
+    """The effects chain must run at the tracks' sample rate."""
+    rates = {track.samplerate for track in tracks}
+    if effects is not None and rates - {effects.samplerate}:
+        raise ValueError(f"The effects chain runs at {effects.samplerate} Hz but the training "
+                         f"tracks are at {sorted(rates)} Hz: build it with "
+                         f"Effects(samplerate=dset.samplerate).")
+
+
+def apply_effects(effects: tp.Optional[Effects], stems: np.ndarray, seed: int,
+                  index: int) -> np.ndarray:
+    """The `effects` chain of example `index` on its stems [S, C, T] (None: as they are)."""
+    if effects is None:
+        return stems
+    return effects(stems, generator(seed, index))
 
 
 def read_sources(track: TrackInfo, sources: tp.Sequence[str], start: int = 0,
@@ -30,16 +51,20 @@ class TrainSegments(Dataset):
     """Random segments of `segment` frames, drawn with probability proportional to length.
 
     With `repitch`, a changed example reads the frames its tempo change turns into `segment`.
+    With `effects`, its stems then go through the random effects chain.
     """
 
     def __init__(self, tracks: tp.List[TrackInfo], sources: tp.Sequence[str], segment: int,
-                 epoch_size: int, seed: int, repitch: tp.Optional[Repitch] = None):
+                 epoch_size: int, seed: int, repitch: tp.Optional[Repitch] = None,
+                 effects: tp.Optional[Effects] = None):
         self.tracks = tracks
         self.sources = list(sources)
         self.segment = segment
         self.epoch_size = epoch_size
         self.seed = seed
         self.repitch = repitch
+        self.effects = effects
+        check_effects(effects, tracks)
         lengths = np.array([track.length for track in tracks], dtype=np.float64)
         self.probabilities = lengths / lengths.sum()
 
@@ -55,7 +80,7 @@ class TrainSegments(Dataset):
         stems = read_sources(track, self.sources, offset, frames)
         if change is not None:
             stems = self.repitch.apply(stems, change, self.segment, track.samplerate)
-        return torch.from_numpy(stems)
+        return torch.from_numpy(apply_effects(self.effects, stems, self.seed, index))
 
 
 class RemixSegments(Dataset):
@@ -65,17 +90,20 @@ class RemixSegments(Dataset):
     drawn among those whose stem of that source is clean (probability proportional to
     length), independently across sources, so the mixture is a random remix. A track with a
     flagged stem still serves its clean stems. With `repitch`, the stems of a changed example
-    get the same change.
+    get the same change; with `effects`, they then go through the random effects chain (the
+    aimless team's recipe: random remixes of the clean stems, each through random effects).
     """
 
     def __init__(self, tracks: tp.List[TrackInfo], sources: tp.Sequence[str], segment: int,
                  epoch_size: int, seed: int, clean: tp.Mapping[str, tp.Collection[str]],
-                 repitch: tp.Optional[Repitch] = None):
+                 repitch: tp.Optional[Repitch] = None, effects: tp.Optional[Effects] = None):
         self.sources = list(sources)
         self.segment = segment
         self.epoch_size = epoch_size
         self.seed = seed
         self.repitch = repitch
+        self.effects = effects
+        check_effects(effects, tracks)
         self.pools: tp.Dict[str, tp.List[TrackInfo]] = {}
         self.probabilities = {}
         for source in self.sources:
@@ -105,7 +133,7 @@ class RemixSegments(Dataset):
         audio = np.stack(stems)
         if change is not None:
             audio = self.repitch.apply(audio, change, self.segment, track.samplerate)
-        return torch.from_numpy(audio)
+        return torch.from_numpy(apply_effects(self.effects, audio, self.seed, index))
 
 
 class StridedSegments(Dataset):

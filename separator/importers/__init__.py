@@ -27,7 +27,8 @@ import yaml
 
 from ..states import PACKAGE_FORMAT, PackageError, build_model
 
-FORMATS = ('demucs', 'roformer', 'scnet', 'spleeter', 'umx')   # modules of this package, tried in order
+# The modules of this package, tried in this order.
+FORMATS = ('demucs', 'roformer', 'scnet', 'spleeter', 'umx')
 
 
 def importers() -> tp.List[tp.Any]:
@@ -54,7 +55,8 @@ def read_checkpoint(path: tp.Union[str, Path]) -> tp.Any:
         with torch.serialization.safe_globals(placeholders):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        named = re.search(r'[Uu]nsupported [Gg][Ll][Oo][Bb][Aa][Ll]:? (?:GLOBAL )?([\w.]+)', str(error))
+        named = re.search(r'unsupported global:? (?:global )?([\w.]+)', str(error),
+                          re.IGNORECASE)
         if named:
             raise PackageError(f"{path} names {named.group(1)}, which is not data; separator "
                                f"imports nothing a file names (the formats it reads: "
@@ -66,9 +68,18 @@ def read_checkpoint(path: tp.Union[str, Path]) -> tp.Any:
                            f"PyTorch checkpoint.") from None
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads `!!python/tuple` (MSST's configs write their
+    `freqs_per_bands` so) as a list: still data only, nothing is imported or called."""
+
+
+ConfigLoader.add_constructor('tag:yaml.org,2002:python/tuple',
+                             lambda loader, node: loader.construct_sequence(node, deep=True))
+
+
 def read_config(path: tp.Union[str, Path, None]) -> tp.Optional[dict]:
-    """A yaml config (e.g. MSST's `config_*.yaml`) as plain data (`yaml.safe_load`): no tag of
-    it is constructed."""
+    """A yaml config (e.g. MSST's `config_*.yaml`) as plain data (`ConfigLoader`, a safe
+    loader): no tag of it is constructed but `!!python/tuple`, read as a list."""
     if path is None:
         return None
     path = Path(path)
@@ -76,7 +87,7 @@ def read_config(path: tp.Union[str, Path, None]) -> tp.Optional[dict]:
         raise FileNotFoundError(f"{path} does not exist.")
     try:
         with open(path) as file:
-            data = yaml.safe_load(file)
+            data = yaml.load(file, Loader=ConfigLoader)
     except yaml.YAMLError as error:
         raise PackageError(f"{path} is not a yaml file separator can read ({error}).") from None
     if not isinstance(data, dict):

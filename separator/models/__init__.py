@@ -2,6 +2,7 @@
 import typing as tp
 
 from .bsrnn import BSRNN
+from .demucs import Demucs
 from .hdemucs import HDemucs
 from .htdemucs import HTDemucs
 from .mixer import Mixer
@@ -12,6 +13,7 @@ from .unet import UNet
 from .xumx import XUMX
 
 MODELS: tp.Dict[str, type] = {
+    'demucs': Demucs,   # time-domain Demucs v3 (MDX21 Track A)
     'hdemucs': HDemucs,
     'htdemucs': HTDemucs,
     'tfc_tdf': TFCTDFNet,

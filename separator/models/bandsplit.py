@@ -14,7 +14,9 @@ bins, narrow at low frequencies, wide at high ones):
 * **mask estimation** (`MaskEstimator`, one per source): per band, norm -> MLP (Linear
   `dim -> hidden`, Tanh, Linear `hidden -> 2 * out`, GLU) giving that band's complex mask for
   its `out = bins * channels * 2` real values. Bands that overlap (the mel bands) give several
-  masks for a bin: they are averaged (summed and divided by the number of bands covering it);
+  masks for a bin: they are averaged (summed and divided by the number of bands covering it).
+  For imported lucidrains / MSST RoFormers: no norm (`mask_norm=False`), 0 or more hidden
+  layers (`mask_layers`), the masks of bin 0 zeroed (`zero_dc`);
 * each source is its complex mask times the mixture STFT, inverted to exactly the input
   length.
 
@@ -62,7 +64,7 @@ BS_ROFORMER_NFFT = 2048
 BS_ROFORMER_BINS: tp.Tuple[int, ...] = ((2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8
                                         + (48,) * 8 + (128, 129))
 
-NORMS = ('rms', 'layer')
+NORMS = ('rms', 'rms_l2', 'layer')
 
 
 # ----------------------------------------------------------------------------------------
@@ -224,22 +226,32 @@ def mel_bands(n_fft: int, samplerate: float, num_bands: int) -> tp.List[Band]:
 
 class RMSNorm(nn.Module):
     """`x / sqrt(mean(x ** 2) + eps) * weight` over the last dimension, computed in float32
-    (also under bf16 autocast) and returned in the input's dtype."""
-    def __init__(self, dim: int, eps: float = 1e-10):
+    (also under bf16 autocast) and returned in the input's dtype.
+
+    `l2=True`: lucidrains' formula instead, `x / max(||x||, 1e-12) * sqrt(dim) * weight`
+    (`F.normalize`), the same but for inputs of (almost) zero energy and the rounding: what
+    imported BS-/Mel-RoFormer checkpoints were trained with.
+    """
+    def __init__(self, dim: int, eps: float = 1e-10, l2: bool = False):
         super().__init__()
         self.eps = eps
+        self.l2 = l2
+        self.scale = dim ** 0.5
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.float()
+        if self.l2:
+            return (F.normalize(y, dim=-1) * self.scale * self.weight).to(x.dtype)
         y = y * torch.rsqrt(y.square().mean(-1, keepdim=True) + self.eps)
         return (y * self.weight).to(x.dtype)
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
-    """RMSNorm (`'rms'`) or LayerNorm (`'layer'`) over the last dimension."""
-    if kind == 'rms':
-        return RMSNorm(dim)
+    """RMSNorm (`'rms'`, or `'rms_l2'`: lucidrains' formula, see `RMSNorm`) or LayerNorm
+    (`'layer'`) over the last dimension."""
+    if kind in ('rms', 'rms_l2'):
+        return RMSNorm(dim, l2=kind == 'rms_l2')
     if kind == 'layer':
         return nn.LayerNorm(dim)
     raise ValueError(f"Unknown norm {kind!r}: use one of {', '.join(NORMS)}.")
@@ -276,10 +288,19 @@ class BandSplit(nn.Module):
 
 
 class MaskMLP(nn.Sequential):
-    """norm -> Linear(dim, hidden) -> Tanh -> Linear(hidden, 2 * out) -> GLU."""
-    def __init__(self, dim: int, hidden: int, out: int, norm: str):
-        super().__init__(make_norm(norm, dim), nn.Linear(dim, hidden), nn.Tanh(),
-                         nn.Linear(hidden, 2 * out), nn.GLU(dim=-1))
+    """norm -> Linear(dim, hidden) -> Tanh -> Linear(hidden, 2 * out) -> GLU.
+
+    `norm=None`: no norm (the MLP starts with its first Linear, as lucidrains' mask
+    estimators); `layers`: hidden layers (Linear -> Tanh), 1 by default, 0 for a single
+    Linear(dim, 2 * out) -> GLU."""
+    def __init__(self, dim: int, hidden: int, out: int, norm: tp.Optional[str],
+                 layers: int = 1):
+        modules: tp.List[nn.Module] = [] if norm is None else [make_norm(norm, dim)]
+        width = dim
+        for _ in range(layers):
+            modules += [nn.Linear(width, hidden), nn.Tanh()]
+            width = hidden
+        super().__init__(*modules, nn.Linear(width, 2 * out), nn.GLU(dim=-1))
 
 
 def average_band_masks(masks: tp.Sequence[torch.Tensor], bands: tp.Sequence[Band],
@@ -310,14 +331,15 @@ class MaskEstimator(nn.Module):
         dim: features per band token.
         hidden: hidden features of the MLPs.
         n_bins: STFT bins.
-        norm: `'rms'` or `'layer'`.
+        norm: `'rms'`, `'rms_l2'` or `'layer'`; None: MLPs without a norm.
+        layers: hidden layers of the MLPs (`MaskMLP`).
     """
     def __init__(self, bands: tp.Sequence[Band], audio_channels: int, dim: int, hidden: int,
-                 n_bins: int, norm: str = 'rms'):
+                 n_bins: int, norm: tp.Optional[str] = 'rms', layers: int = 1):
         super().__init__()
         self.bands = list(bands)
         self.audio_channels = audio_channels
-        self.mlps = nn.ModuleList(MaskMLP(dim, hidden, width, norm)
+        self.mlps = nn.ModuleList(MaskMLP(dim, hidden, width, norm, layers)
                                   for width in band_widths(bands, audio_channels))
         coverage = band_coverage(bands, n_bins)
         self.overlapping = bool((coverage != 1).any())
@@ -366,7 +388,7 @@ def along_bands(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def check_common(sources: tp.Sequence[str], audio_channels: int, segment: float, dim: int,
-                 mask_mult: float) -> None:
+                 mask_mult: float, mask_layers: int = 1) -> None:
     """Raise a ValueError naming the fix for arguments every band-split model takes."""
     if not sources:
         raise ValueError("A band-split model needs at least one source.")
@@ -379,6 +401,9 @@ def check_common(sources: tp.Sequence[str], audio_channels: int, segment: float,
     if mask_mult <= 0 or int(mask_mult * dim) < 1:
         raise ValueError(f"mask_mult={mask_mult} must be > 0 (the mask MLPs have "
                          f"mask_mult * dim hidden features; the papers: 4).")
+    if mask_layers < 0:
+        raise ValueError(f"mask_layers={mask_layers} must be >= 0 (hidden layers of the mask "
+                         f"MLPs; the papers: 1).")
 
 
 class BandSplitModel(SeparationModel):
@@ -393,12 +418,16 @@ class BandSplitModel(SeparationModel):
         dim: features per band token.
         n_fft, hop_length: STFT size and hop.
         mask_mult: hidden features of the mask MLPs, times `dim`.
-        norm: `'rms'` or `'layer'`, of the band split and of the mask MLPs.
+        norm: `'rms'`, `'rms_l2'` or `'layer'`, of the band split and of the mask MLPs.
+        mask_norm: whether the mask MLPs start with a norm (lucidrains' do not).
+        mask_layers: hidden layers of the mask MLPs (`MaskMLP`).
+        zero_dc: zero the masks at bin 0 (DC), as lucidrains' and MSST's `zero_dc`.
     """
     def __init__(self, sources: tp.Sequence[str], audio_channels: int, samplerate: int,
                  segment: float, bands: tp.Sequence[Band], bands_fix: str, dim: int,
-                 n_fft: int, hop_length: int, mask_mult: float, norm: str):
-        check_common(sources, audio_channels, segment, dim, mask_mult)
+                 n_fft: int, hop_length: int, mask_mult: float, norm: str,
+                 mask_norm: bool = True, mask_layers: int = 1, zero_dc: bool = False):
+        check_common(sources, audio_channels, segment, dim, mask_mult, mask_layers)
         check_stft(n_fft, hop_length)
         if norm not in NORMS:
             raise ValueError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
@@ -408,10 +437,12 @@ class BandSplitModel(SeparationModel):
         self.hop_length = hop_length
         self.bands = list(bands)
         self.dim = dim
+        self.zero_dc = zero_dc
         self.band_split = BandSplit(bands, audio_channels, dim, norm)
         hidden = int(mask_mult * dim)
         self.mask_estimators = nn.ModuleList(
-            MaskEstimator(bands, audio_channels, dim, hidden, num_bins(n_fft), norm)
+            MaskEstimator(bands, audio_channels, dim, hidden, num_bins(n_fft),
+                          norm if mask_norm else None, mask_layers)
             for _ in self.sources)
 
     def sequence_model(self, x: torch.Tensor) -> torch.Tensor:
@@ -430,5 +461,7 @@ class BandSplitModel(SeparationModel):
         tokens = self.band_split(spec.permute(0, 3, 2, 1, 4).contiguous())  # [B, T, K, dim]
         tokens = self.sequence_model(tokens)
         masks = torch.stack([estimate(tokens) for estimate in self.mask_estimators], dim=1)
+        if self.zero_dc:    # masks [B, S, T, F, C, 2]: nothing of bin 0 comes through
+            masks = torch.cat([torch.zeros_like(masks[:, :, :, :1]), masks[:, :, :, 1:]], dim=3)
         estimates = apply_masks(masks, spec)                                 # [B, S, C, F, T]
         return ispectro(estimates, self.hop_length, length=padded.shape[-1])[..., :length]

@@ -32,6 +32,14 @@ GELU (not on the outermost layer).
 Consistent hyper-parameters with `kernel_size=8, stride=4`: `nfft=4096, depth>=5` (the paper,
 depth 6), `nfft=1024, depth>=4`, `nfft=256, depth>=3`. Other `nfft` raise a ValueError.
 
+`compat='demucs'` computes exactly what demucs' own `HDemucs` (demucs 4.1.0) computes with the
+same weights, for models imported from Demucs packages (`separator.importers.demucs`): the
+input is not padded to the valid length; instead, as there, the spectrogram pads the signal
+(by reflection) to a multiple of the hop, each time layer pads its input with zeros to a
+multiple of its stride and each time decoder layer trims back to the length its encoder
+layer got. `compat='demucs_old'` is demucs' `hybrid_old=True` (the padding bug of some MDX
+2021 models: zero padding around the spectrogram). The weights are the same in every mode.
+
 Recommended small config (trains on CPU; 0.22 M parameters with 4 stereo sources)::
 
     HDemucs(sources, channels=8, depth=4, nfft=1024, dconv_depth=1)
@@ -151,6 +159,45 @@ def aligned_ispectro(z: torch.Tensor, nfft: int, length: int) -> torch.Tensor:
     z = torch.view_as_complex(F.pad(torch.view_as_real(z), (0, 0, 2, 2, 0, 1)))
     x = ispectro(z, hop, length=length + 2 * pad)
     return x[..., pad:pad + length]
+
+
+COMPATS = ('separator', 'demucs', 'demucs_old')   # `compat` of the hybrid models
+
+
+def check_compat(compat: str, allowed: tp.Sequence[str] = COMPATS) -> None:
+    if compat not in allowed:
+        raise ValueError(f"compat={compat!r} is unknown: use one of {', '.join(allowed)} "
+                         f"('separator' for models trained here).")
+
+
+def pad1d(x: torch.Tensor, left: int, right: int, mode: str = 'constant') -> torch.Tensor:
+    """`F.pad` of the last axis; a reflect padding longer than the signal is done as demucs
+    does it: zeros first on the right (as many as needed, at most `right`), then reflect."""
+    length = x.shape[-1]
+    if mode == 'reflect' and length <= max(left, right):
+        extra = max(left, right) - length + 1
+        extra_right = min(right, extra)
+        extra_left = extra - extra_right
+        x = F.pad(x, (extra_left, extra_right))
+        left, right = left - extra_left, right - extra_right
+    return F.pad(x, (left, right), mode=mode)
+
+
+def demucs_spectro(x: torch.Tensor, nfft: int, old: bool = False) -> torch.Tensor:
+    """`aligned_spectro` of a signal of any length, padded as demucs' hybrid models do: by
+    reflection (zeros with `old`, demucs' `hybrid_old`) up to a multiple of the hop."""
+    hop = nfft // 4
+    frames = math.ceil(x.shape[-1] / hop)
+    pad = 3 * hop // 2
+    x = pad1d(x, pad, pad + frames * hop - x.shape[-1], 'constant' if old else 'reflect')
+    z = spectro(x, nfft, hop)[..., :-1, :]
+    assert z.shape[-1] == frames + 4, (z.shape, frames)
+    return z[..., 2:2 + frames]
+
+
+def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Zeros on the right of `x` up to a multiple of `stride` (demucs' time layers)."""
+    return F.pad(x, (0, -x.shape[-1] % stride))
 
 
 # ----------------------------------------------------------------------------------------
@@ -386,8 +433,10 @@ class DecLayer(nn.Module):
         self.rewrite = rewrite(chin, 2 * chin, 1 + 2 * context, 1, context)
         self.norm1 = norm_or_identity(norm_groups, 2 * chin)
 
-    def forward(self, x: torch.Tensor, skip: tp.Optional[torch.Tensor] = None
-                ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, skip: tp.Optional[torch.Tensor] = None,
+                length: tp.Optional[int] = None) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """`length`: of the time output (default: input length * stride), the length the
+        mirror encoder layer got before padding it (`compat='demucs'`)."""
         if self.conv_only:
             y = x
         else:
@@ -398,7 +447,8 @@ class DecLayer(nn.Module):
             size = y.shape[2] * self.stride if self.pad else z.shape[2]
             z = z[:, :, self.pad:self.pad + size]
         else:
-            z = z[..., self.pad:self.pad + y.shape[-1] * self.stride]
+            size = y.shape[-1] * self.stride if length is None else length
+            z = z[..., self.pad:self.pad + size]
         if not self.last:
             z = F.gelu(z)
         return z, y
@@ -422,16 +472,23 @@ class HybridInput:
 
 def hybrid_input(model: nn.Module, mix: torch.Tensor) -> HybridInput:
     """Pad `mix` [B, C, T] to the model's valid length and normalise the waveform and its
-    spectrogram (complex as channels, or magnitude), each by its mean and std."""
+    spectrogram (complex as channels, or magnitude), each by its mean and std.
+
+    With `model.compat` 'demucs' / 'demucs_old', `mix` is not padded (`xt` has T steps):
+    only the spectrogram pads it, as demucs does (`demucs_spectro`)."""
     if mix.dim() != 3 or mix.shape[1] != model.audio_channels:
         raise ValueError(f"Expected a mixture [batch, {model.audio_channels}, time], "
                          f"got {tuple(mix.shape)}.")
     length = mix.shape[-1]
-    padded = model.valid_length(length)
     mean_t = mix.mean(dim=(1, 2), keepdim=True)
     std_t = mix.std(dim=(1, 2), keepdim=True)
-    mix = F.pad(mix, (0, padded - length))
-    z = aligned_spectro(mix, model.n_fft)
+    if model.compat == 'separator':
+        padded = model.valid_length(length)
+        mix = F.pad(mix, (0, padded - length))
+        z = aligned_spectro(mix, model.n_fft)
+    else:
+        padded = math.ceil(length / model.hop_length) * model.hop_length
+        z = demucs_spectro(mix, model.n_fft, old=model.compat == 'demucs_old')
     xf = complex_to_channels(z) if model.cac else z.abs()
     mean_f = xf.mean(dim=(1, 2, 3), keepdim=True)
     std_f = xf.std(dim=(1, 2, 3), keepdim=True)
@@ -453,13 +510,22 @@ def hybrid_output(model: nn.Module, inputs: HybridInput, xt: torch.Tensor,
         zout = channels_to_complex(xf)
     else:  # estimated magnitude with the phase of the mixture
         zout = with_phase_of(inputs.z, xf)
-    out = aligned_ispectro(zout, model.n_fft, inputs.padded)
-    out = out + xt.view(B, S, C, inputs.padded) * std_t[:, None] + mean_t[:, None]
+    if model.compat == 'demucs_old':   # demucs' hybrid_old: the frames start at sample 0
+        zout = torch.view_as_complex(F.pad(torch.view_as_real(zout), (0, 0, 2, 2, 0, 1)))
+        out = ispectro(zout, model.hop_length, length=inputs.padded)
+    else:
+        out = aligned_ispectro(zout, model.n_fft, inputs.padded)
+    xt = xt.view(B, S, C, -1)   # `padded` steps, or with compat 'demucs' the input's length
+    out = out[..., :xt.shape[-1]]
+    if model.compat == 'separator':
+        out = out + xt * std_t[:, None] + mean_t[:, None]
+    else:   # demucs' order of the sums
+        out = out + (xt * std_t[:, None] + mean_t[:, None])
     return out[..., :inputs.length]
 
 
 def hybrid_setup(model: nn.Module, nfft: int, depth: int, cac: bool,
-                 layer_lists: tp.Sequence[str]) -> None:
+                 layer_lists: tp.Sequence[str], compat: str = 'separator') -> None:
     """What HDemucs and HTDemucs set up alike beyond the model contract: their STFT and
     depth, and their empty layer lists, registered in the order of `layer_lists` (the order
     of `parameters()`, hence of the optimizer's state in checkpoints: keep it). Decoders are
@@ -468,6 +534,7 @@ def hybrid_setup(model: nn.Module, nfft: int, depth: int, cac: bool,
     model.hop_length = nfft // 4
     model.depth = depth
     model.cac = cac
+    model.compat = compat
     for name in layer_lists:
         setattr(model, name, nn.ModuleList())
 
@@ -494,6 +561,8 @@ class HDemucs(SeparationModel):
         freq_emb: weight of the frequency embedding (0 disables it).
         emb_scale: learning-rate multiplier of the frequency embedding.
         rescale: reference std for the weight rescaling at init (0 disables it).
+        compat: 'separator', or 'demucs' / 'demucs_old' to compute what demucs' HDemucs
+            (with `hybrid_old=False` / `True`) computes: its padding (module docstring).
     """
     @capture_init
     def __init__(self, sources: tp.List[str], audio_channels: int = 2, samplerate: int = 44100,
@@ -502,12 +571,14 @@ class HDemucs(SeparationModel):
                  cac: bool = True, context: int = 1, norm_starts: int = 4, norm_groups: int = 4,
                  dconv_depth: int = 2, dconv_comp: int = 4, dconv_init: float = 1e-3,
                  dconv_lstm: int = 0, dconv_attn: int = 0, freq_emb: float = 0.2,
-                 emb_scale: float = 10., rescale: float = 0.1):
+                 emb_scale: float = 10., rescale: float = 0.1, compat: str = 'separator'):
         super().__init__(sources, audio_channels, samplerate, segment)
+        check_compat(compat)
         self.n_freq_layers = check_hyperparams(nfft, depth, kernel_size, stride, time_stride)
         hybrid_setup(self, nfft, depth, cac,
                      ['time_encoder', 'freq_encoder', 'shared_encoder', 'time_decoder',
-                      'freq_decoder', 'shared_decoder'])
+                      'freq_decoder', 'shared_decoder'], compat)
+        self.stride = stride
         self.time_stride = time_stride
 
         n_freq = self.n_freq_layers
@@ -570,22 +641,37 @@ class HDemucs(SeparationModel):
         return self.hop_length * self.time_stride ** (self.depth - self.n_freq_layers)
 
     def valid_length(self, length: int) -> int:
-        """Smallest length >= `length` the network handles exactly (padded internally)."""
+        """Smallest length >= `length` the network handles exactly (padded internally);
+        any length with compat 'demucs' (which pads as it goes, as demucs does)."""
+        if self.compat != 'separator':
+            return length
         total = self.total_stride
         # At least 2 hops so the reflect padding of the spectrogram is possible.
         return max(math.ceil(length / total), math.ceil(2 * self.hop_length / total)) * total
 
     # -- forward ----------------------------------------------------------------------
 
+    def _pad_time(self, x: torch.Tensor, stride: int, lengths: tp.List[int]) -> torch.Tensor:
+        """With compat 'demucs': remember the length of a time layer's input and pad it to a
+        multiple of its stride (the decoder trims back to that length). Else `x` as is: the
+        input was padded to the valid length, every length divides."""
+        if self.compat == 'separator':
+            return x
+        lengths.append(x.shape[-1])
+        return pad_to_stride(x, stride)
+
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """`[B, C, T]` mixture -> `[B, S, C, T]` estimated sources, any T."""
         inputs = hybrid_input(self, mix)
         xt, xf = inputs.xt, inputs.xf
+        lengths_t: tp.List[int] = []   # compat 'demucs': time lengths before each layer
+        lengths_s: tp.List[int] = []   # and before each shared layer
+        demucs = self.compat != 'separator'
 
         # Encoder: parallel branches, merged at the last frequency layer.
         skips_t, skips_f = [], []
         for index, (tenc, fenc) in enumerate(zip(self.time_encoder, self.freq_encoder)):
-            xt = tenc(xt)
+            xt = tenc(self._pad_time(xt, self.stride, lengths_t))
             if tenc.conv_only:
                 xf = fenc(xf, inject=xt)
             else:
@@ -597,21 +683,22 @@ class HDemucs(SeparationModel):
         x = xf[:, :, 0]  # merged, frequency axis is 1: [B, C, T / hop]
         skips_s = []
         for enc in self.shared_encoder:
-            x = enc(x)
+            x = enc(self._pad_time(x, self.time_stride, lengths_s))
             skips_s.append(x)
 
         # Decoder: the deepest input is zero, the signal comes through the skips.
         x = torch.zeros_like(x)
         for dec in reversed(self.shared_decoder):
-            x, _ = dec(x, skips_s.pop())
+            x, _ = dec(x, skips_s.pop(), lengths_s.pop() if demucs else None)
         xf = x[:, :, None]
         xt = None
         for fdec, tdec in zip(reversed(self.freq_decoder), reversed(self.time_decoder)):
             xf, pre = fdec(xf, skips_f.pop())
+            length = lengths_t.pop() if demucs else None
             if tdec.conv_only:  # split: the time branch starts from the shared features
-                xt, _ = tdec(pre[:, :, 0])
+                xt, _ = tdec(pre[:, :, 0], length=length)
             else:
-                xt, _ = tdec(xt, skips_t.pop())
-        assert not skips_f and not skips_t and not skips_s
+                xt, _ = tdec(xt, skips_t.pop(), length)
+        assert not skips_f and not skips_t and not skips_s and not lengths_t and not lengths_s
 
         return hybrid_output(self, inputs, xt, xf)

@@ -32,6 +32,13 @@ any length works (demucs' HTDemucs pads to its training segment instead; the att
 sees all of the padded input, so inputs much longer than `segment` are better cut into
 segments, as `separator.apply.apply_model` does).
 
+`compat='demucs'` computes exactly what demucs' own `HTDemucs` (demucs 4.1.0) computes with
+the same weights, for models imported from Demucs packages (`separator.importers.demucs`):
+demucs' padding (see `hdemucs.py`) and demucs' 2D positional embedding (`transformer.py`);
+with `use_train_segment` too (demucs' default), an input shorter than the training segment
+is zero-padded to it in eval mode, so that the attention sees as many tokens as in training
+(a longer one, which demucs refuses, is taken as it is).
+
 Recommended small config (trains on CPU; 0.33 M parameters with 4 stereo sources)::
 
     HTDemucs(sources, channels=8, depth=4, nfft=2048, dconv_comp=4, bottom_channels=32,
@@ -48,10 +55,11 @@ import typing as tp
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .base import SeparationModel, capture_init
-from .hdemucs import (DecLayer, EncLayer, FreqEmbedding, check_kernel_stride, hybrid_input,
-                      hybrid_output, hybrid_setup, rescale_module)
+from .hdemucs import (DecLayer, EncLayer, FreqEmbedding, check_compat, check_kernel_stride,
+                      hybrid_input, hybrid_output, hybrid_setup, pad_to_stride, rescale_module)
 from .transformer import CrossDomainTransformer
 
 
@@ -124,6 +132,10 @@ class HTDemucs(SeparationModel):
         per_source_decoders: one pair of decoders (time and frequency) per source, each
             writing its source only, on the shared encoders and transformer; else one pair
             writes all sources (the paper).
+        compat: 'separator', or 'demucs' to compute what demucs' HTDemucs computes (module
+            docstring).
+        use_train_segment: with compat 'demucs', pad inputs shorter than `segment` to it in
+            eval mode, as demucs' HTDemucs does by default.
     """
     @capture_init
     def __init__(self, sources: tp.List[str], audio_channels: int = 2, samplerate: int = 44100,
@@ -138,8 +150,14 @@ class HTDemucs(SeparationModel):
                  t_norm_first: bool = True, t_norm_in: bool = True, t_norm_out: bool = True,
                  t_gelu: bool = True, t_max_period: float = 10000.,
                  t_weight_pos_embed: float = 1.0, rescale: float = 0.1,
-                 per_source_decoders: bool = False):
+                 per_source_decoders: bool = False, compat: str = 'separator',
+                 use_train_segment: bool = False):
         super().__init__(sources, audio_channels, samplerate, segment)
+        check_compat(compat, ('separator', 'demucs'))
+        if use_train_segment and compat != 'demucs':
+            raise ValueError("use_train_segment=True is demucs' padding of the input to the "
+                             "training segment: it needs compat='demucs'.")
+        self.use_train_segment = use_train_segment
         if audio_channels < 1:
             raise ValueError(f"audio_channels must be >= 1, got {audio_channels}.")
         if channels < 1 or growth <= 0:
@@ -150,7 +168,7 @@ class HTDemucs(SeparationModel):
                              f"dconv_comp={dconv_comp}, dconv_depth={dconv_depth}.")
         check_hyperparams(nfft, depth, kernel_size, stride)
         hybrid_setup(self, nfft, depth, cac,
-                     ['time_encoder', 'freq_encoder', 'time_decoder', 'freq_decoder'])
+                     ['time_encoder', 'freq_encoder', 'time_decoder', 'freq_decoder'], compat)
         self.stride = stride
         self.per_source_decoders = per_source_decoders
         # Per-source decoders: time_decoder[s] and freq_decoder[s] are the layers of source s.
@@ -220,7 +238,8 @@ class HTDemucs(SeparationModel):
             dim, layers=t_layers, heads=t_heads, hidden_scale=t_hidden_scale,
             dropout=t_dropout, cross_first=t_cross_first, norm_in=t_norm_in,
             norm_first=t_norm_first, norm_out=t_norm_out, layer_scale=t_layer_scale,
-            gelu=t_gelu, max_period=t_max_period, weight_pos_embed=t_weight_pos_embed)
+            gelu=t_gelu, max_period=t_max_period, weight_pos_embed=t_weight_pos_embed,
+            pos_embed='demucs' if compat == 'demucs' else 'separator')
 
     # -- lengths ----------------------------------------------------------------------
 
@@ -230,8 +249,17 @@ class HTDemucs(SeparationModel):
         hop, time_stride = self.hop_length, self.stride ** self.depth
         return hop * time_stride // math.gcd(hop, time_stride)
 
+    @property
+    def training_length(self) -> int:
+        """The training segment in samples (as demucs computes it from `segment`)."""
+        return int(self.segment * self.samplerate)
+
     def valid_length(self, length: int) -> int:
-        """Smallest length >= `length` the network handles exactly (padded internally)."""
+        """Smallest length >= `length` the network handles exactly (padded internally).
+        With compat 'demucs', any length, but at least the training segment with
+        `use_train_segment` (demucs' HTDemucs pads to it)."""
+        if self.compat == 'demucs':
+            return max(length, self.training_length) if self.use_train_segment else length
         total = self.total_stride
         # At least 2 hops so the reflect padding of the spectrogram is possible.
         return max(math.ceil(length / total), math.ceil(2 * self.hop_length / total)) * total
@@ -243,19 +271,36 @@ class HTDemucs(SeparationModel):
         """Cross-domain transformer on the deepest features, with the 1x1 bottom convs."""
         assert self.transformer is not None
         if self.bottom_channels:
-            xf, xt = self.freq_to_bottom(xf), self.time_to_bottom(xt)
+            xf, xt = self._freq_conv(self.freq_to_bottom, xf), self.time_to_bottom(xt)
         xf, xt = self.transformer(xf, xt)
         if self.bottom_channels:
-            xf, xt = self.freq_from_bottom(xf), self.time_from_bottom(xt)
+            xf, xt = self._freq_conv(self.freq_from_bottom, xf), self.time_from_bottom(xt)
         return xf, xt
+
+    def _freq_conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 conv on `[B, C, F, T]`; with compat 'demucs' computed as demucs does, a 1d
+        conv on the flattened bins and frames (the same sums, maybe in another order)."""
+        if self.compat == 'separator':
+            return conv(x)
+        B, _, Fr, T = x.shape
+        out = F.conv1d(x.reshape(B, -1, Fr * T), conv.weight[..., 0], conv.bias)
+        return out.view(B, -1, Fr, T)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """`[B, C, T]` mixture -> `[B, S, C, T]` estimated sources, any T."""
+        length = mix.shape[-1]
+        if self.use_train_segment and not self.training and length < self.training_length:
+            mix = F.pad(mix, (0, self.training_length - length))
         inputs = hybrid_input(self, mix)
         xt, xf = inputs.xt, inputs.xf
+        demucs = self.compat != 'separator'
+        lengths_t: tp.List[int] = []   # compat 'demucs': time lengths before each layer
 
         skips_t, skips_f = [], []
         for index, (tenc, fenc) in enumerate(zip(self.time_encoder, self.freq_encoder)):
+            if demucs:
+                lengths_t.append(xt.shape[-1])
+                xt = pad_to_stride(xt, self.stride)
             xt, xf = tenc(xt), fenc(xf)
             if index == 0 and self.freq_emb is not None:
                 xf = xf + self.freq_emb_weight * self.freq_emb()[None, :, :, None]
@@ -265,23 +310,27 @@ class HTDemucs(SeparationModel):
         if self.transformer is not None:
             xf, xt = self._bottleneck(xf, xt)
 
+        lengths = lengths_t if demucs else None
         if self.per_source_decoders:  # each source's output channels, in source order
-            outputs = [self._decode(tdec, fdec, xt, xf, skips_t, skips_f)
+            outputs = [self._decode(tdec, fdec, xt, xf, skips_t, skips_f, lengths)
                        for tdec, fdec in zip(self.time_decoder, self.freq_decoder)]
             xt = torch.cat([out_t for out_t, _ in outputs], 1)
             xf = torch.cat([out_f for _, out_f in outputs], 1)
         else:
             xt, xf = self._decode(self.time_decoder, self.freq_decoder, xt, xf, skips_t,
-                                  skips_f)
-        return hybrid_output(self, inputs, xt, xf)
+                                  skips_f, lengths)
+        return hybrid_output(self, inputs, xt, xf)[..., :length]
 
     @staticmethod
     def _decode(time_decoder: nn.ModuleList, freq_decoder: nn.ModuleList, xt: torch.Tensor,
                 xf: torch.Tensor, skips_t: tp.List[torch.Tensor],
-                skips_f: tp.List[torch.Tensor]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+                skips_f: tp.List[torch.Tensor], lengths: tp.Optional[tp.List[int]] = None
+                ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """Both decoders, deepest layer first (it gets the bottom features plus the deepest
-        skips; decoders are stored outermost layer first)."""
+        skips; decoders are stored outermost layer first). `lengths`: of the time layers'
+        inputs in the encoder (compat 'demucs'), to trim the decoder's outputs to."""
         for index in reversed(range(len(time_decoder))):
             xf, _ = freq_decoder[index](xf, skips_f[index])
-            xt, _ = time_decoder[index](xt, skips_t[index])
+            length = None if lengths is None else lengths[index]
+            xt, _ = time_decoder[index](xt, skips_t[index], length)
         return xt, xf

@@ -26,6 +26,7 @@ residual branch) with optional extras used by the paper:
 * `norm_out` (only with `norm_first`): a GroupNorm with one group (normalises each example
   over all its tokens and channels) at the end of each layer.
 """
+import math
 import typing as tp
 
 import torch
@@ -68,6 +69,41 @@ def sin_embedding_2d(freqs: int, frames: int, dim: int, device: torch.device,
     emb = torch.cat([time_emb[:, None, :].expand(frames, freqs, half),
                      freq_emb[None, :, :].expand(frames, freqs, half)], dim=2)
     return emb.reshape(frames * freqs, dim)
+
+
+def demucs_sin_embedding(length: int, dim: int, device: torch.device,
+                         max_period: float = 10000.) -> torch.Tensor:
+    """`sin_embedding` of the steps 0..length-1 computed as demucs does (it divides by the
+    periods where `sin_embedding` multiplies by the frequencies: equal up to rounding)."""
+    half = dim // 2
+    positions = torch.arange(length, device=device)[:, None]
+    exponents = torch.arange(half, device=device)[None, :]
+    phase = positions / (max_period ** (exponents / (half - 1)))
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
+
+
+def demucs_sin_embedding_2d(freqs: int, frames: int, dim: int, device: torch.device,
+                            max_period: float = 10000.) -> torch.Tensor:
+    """demucs' 2D embedding `[frames * freqs, dim]` for time-major spectral tokens.
+
+    Unlike `sin_embedding_2d`, sines and cosines alternate (even channels sines, odd ones
+    cosines), the first half of the channels encodes the frame and the second the bin, at
+    frequencies `max_period ** (-2 k / (dim / 2))`."""
+    if dim % 4:
+        raise ValueError(f"2D sinusoidal embeddings need a dimension multiple of 4, got {dim}.")
+    half = dim // 2
+    frequencies = torch.exp(torch.arange(0., half, 2) * -(math.log(max_period) / half))
+    time_phase = torch.arange(0., frames)[:, None] * frequencies     # [frames, half / 2]
+    freq_phase = torch.arange(0., freqs)[:, None] * frequencies      # [freqs, half / 2]
+    emb = torch.zeros(frames, freqs, dim)
+    emb[:, :, 0:half:2] = torch.sin(time_phase)[:, None]
+    emb[:, :, 1:half:2] = torch.cos(time_phase)[:, None]
+    emb[:, :, half::2] = torch.sin(freq_phase)[None]
+    emb[:, :, half + 1::2] = torch.cos(freq_phase)[None]
+    return emb.reshape(frames * freqs, dim).to(device)
+
+
+POS_EMBEDS = ('separator', 'demucs')
 
 
 # ----------------------------------------------------------------------------------------
@@ -178,12 +214,19 @@ class CrossDomainTransformer(nn.Module):
         norm_in: LayerNorm of the tokens before adding the positional embeddings.
         max_period: longest period of the sinusoidal embeddings.
         weight_pos_embed: weight of the positional embeddings.
+        pos_embed: 'separator' (`sin_embedding_2d`, `sin_embedding`), or 'demucs' (demucs'
+            own embeddings, `demucs_sin_embedding_2d`, for models imported from demucs).
     """
     def __init__(self, dim: int, layers: int = 5, heads: int = 8, hidden_scale: float = 4.,
                  dropout: float = 0., cross_first: bool = False, norm_in: bool = True,
                  norm_first: bool = True, norm_out: bool = True, layer_scale: bool = True,
-                 gelu: bool = True, max_period: float = 10000., weight_pos_embed: float = 1.):
+                 gelu: bool = True, max_period: float = 10000., weight_pos_embed: float = 1.,
+                 pos_embed: str = 'separator'):
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed={pos_embed!r} is unknown: use one of "
+                             f"{', '.join(POS_EMBEDS)}.")
+        self.pos_embed = pos_embed
         if heads < 1 or dim % heads:
             raise ValueError(f"Transformer dimension {dim} is not divisible by {heads} heads: "
                              f"change the number of heads or the dimension.")
@@ -209,9 +252,13 @@ class CrossDomainTransformer(nn.Module):
         """`xf`: spectral `[B, C, F, T1]`, `xt`: temporal `[B, C, T2]` -> same shapes."""
         B, C, Fr, T1 = xf.shape
         T2 = xt.shape[-1]
-        pos_freq = sin_embedding_2d(Fr, T1, C, xf.device, self.max_period).to(xf.dtype)
-        pos_time = sin_embedding(torch.arange(T2, device=xt.device), C,
-                                 self.max_period).to(xt.dtype)
+        if self.pos_embed == 'demucs':
+            pos_freq = demucs_sin_embedding_2d(Fr, T1, C, xf.device, self.max_period)
+            pos_time = demucs_sin_embedding(T2, C, xt.device, self.max_period)
+        else:
+            pos_freq = sin_embedding_2d(Fr, T1, C, xf.device, self.max_period)
+            pos_time = sin_embedding(torch.arange(T2, device=xt.device), C, self.max_period)
+        pos_freq, pos_time = pos_freq.to(xf.dtype), pos_time.to(xt.dtype)
 
         # [B, C, F, T1] -> [B, T1 * F, C], time-major tokens.
         freq_tokens = xf.permute(0, 3, 2, 1).reshape(B, T1 * Fr, C)

@@ -42,9 +42,12 @@ combinations of sources) need the magnitude estimates: `forward_with_magnitudes`
 them with the waveforms (also `forward(mix, with_magnitudes=True)`, for DDP), and
 `magnitude(wav)` gives the targets' magnitudes with the same STFT.
 
-The STFT is normalised (`separator.spec`, 1 / sqrt(nfft)), open-unmix's is not: the network
-does not care (fc1 has no bias and a BatchNorm follows it, the output is a mask), but the
-magnitudes, hence a spectrogram loss, are nfft times smaller in power.
+The STFT is normalised (`separator.spec`, 1 / sqrt(nfft)), open-unmix's is not: a network
+trained here does not care (fc1 has no bias and a BatchNorm follows it, the output is a
+mask), but the magnitudes, hence a spectrogram loss, are nfft times smaller in power. Weights
+trained on open-unmix's STFT (Open-Unmix, asteroid's X-UMX: `separator.importers.umx`) need
+its scale, as their input mean and scale are fixed in it: `normalized_stft=False` gives the
+unnormalised STFT (the normalised one times sqrt(nfft)), and its magnitudes.
 
 Paper size (the defaults, 4 stereo sources at 44.1 kHz): 8.89 M parameters per source
 (fc1 1.52 M, 3-layer BLSTM 4.73 M, fc2 0.52 M, fc3 2.10 M, BatchNorms and scales 17 k),
@@ -182,6 +185,8 @@ class XUMX(SeparationModel):
             (0: magnitude estimates with the mixture phase).
         train_wiener_iterations: the same in train mode.
         wiener_frames: frames per independently filtered window (None: all at once).
+        normalized_stft: the STFT of `separator.spec` (scaled by 1 / sqrt(nfft)), else
+            open-unmix's unnormalised one, which imported weights expect.
     """
     @capture_init
     def __init__(self, sources: tp.List[str], audio_channels: int = 2, samplerate: int = 44100,
@@ -189,7 +194,7 @@ class XUMX(SeparationModel):
                  bandwidth: float = 16000, hidden_size: int = 512, lstm_layers: int = 3,
                  lstm_dropout: float = 0.4, bidirectional: bool = True, bridge: bool = True,
                  wiener_iterations: int = 1, train_wiener_iterations: int = 0,
-                 wiener_frames: tp.Optional[int] = 300):
+                 wiener_frames: tp.Optional[int] = 300, normalized_stft: bool = True):
         check_hyperparams(sources, audio_channels, samplerate, nfft, hop_length, bandwidth,
                           hidden_size, lstm_layers, lstm_dropout, bidirectional,
                           wiener_iterations, train_wiener_iterations, wiener_frames)
@@ -200,6 +205,7 @@ class XUMX(SeparationModel):
         self.wiener_iterations = wiener_iterations
         self.train_wiener_iterations = train_wiener_iterations
         self.wiener_frames = wiener_frames
+        self.normalized_stft = normalized_stft
         self.in_bins = bandwidth_bins(samplerate, nfft, bandwidth)
         self.out_bins = nfft // 2 + 1
         self.networks = nn.ModuleList([
@@ -214,10 +220,23 @@ class XUMX(SeparationModel):
         more than nfft // 2 samples."""
         return max(length, self.n_fft // 2 + 1)
 
+    @property
+    def stft_gain(self) -> float:
+        """Scale of `stft` relative to `separator.spec`'s normalised STFT: 1, or sqrt(nfft)
+        for open-unmix's unnormalised one (`normalized_stft=False`)."""
+        return 1. if self.normalized_stft else math.sqrt(self.n_fft)
+
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """Complex STFT `[*, T]` -> `[*, F, N]` of `wav` zero-padded to `stft_length`."""
         wav = F.pad(wav, (0, self.stft_length(wav.shape[-1]) - wav.shape[-1]))
-        return spectro(wav, self.n_fft, self.hop_length)
+        spec = spectro(wav, self.n_fft, self.hop_length)
+        return spec if self.normalized_stft else spec * self.stft_gain
+
+    def istft(self, specs: torch.Tensor, length: int) -> torch.Tensor:
+        """Inverse of `stft`: `[*, F, N]` -> `[*, length]`."""
+        if not self.normalized_stft:
+            specs = specs / self.stft_gain
+        return ispectro(specs, self.hop_length, self.stft_length(length))[..., :length]
 
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
         """Magnitude STFT, as the model sees it: `[*, T]` -> `[*, F, N]` (for the targets of
@@ -275,8 +294,7 @@ class XUMX(SeparationModel):
         mix_spec = self.stft(mix)
         magnitudes = self.estimate_magnitudes(mix_spec.abs())
         specs = self.wiener(mix_spec, magnitudes)
-        waveforms = ispectro(specs, self.hop_length, self.stft_length(length))
-        return waveforms[..., :length].to(mix.dtype), magnitudes
+        return self.istft(specs, length).to(mix.dtype), magnitudes
 
     def forward(self, mix: torch.Tensor, with_magnitudes: bool = False
                 ) -> tp.Union[torch.Tensor, tp.Tuple[torch.Tensor, torch.Tensor]]:
