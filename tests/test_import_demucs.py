@@ -369,3 +369,25 @@ def test_demucs_v3_is_imported_as_is(tmp_path, one_thread, monkeypatch):
     exported = importer.to_demucs_package(package)
     assert exported['klass'] is importer.DEMUCS
     assert list(exported['state']) == list(reference.state_dict())
+
+
+@pytest.mark.parametrize('length', [24, 30, 37, 40, 41, 203])
+def test_hdemucs_blstm_cuts_windows_as_demucs(length):
+    """HDemucs's BLSTM (DConv branches of the deepest layers) on a sequence longer than its
+    window: with compat 'demucs' it computes what demucs' BLSTM does (its window count, some
+    past the end); the lengths where today's count differs are among these."""
+    import demucs.demucs
+    from separator.models.hdemucs import BLSTM, HDemucs, use_demucs_windows
+    torch.manual_seed(0)
+    theirs = demucs.demucs.BLSTM(8, layers=2, max_steps=16, skip=True).eval()
+    ours = BLSTM(8, layers=2, max_steps=16).eval()
+    ours.load_state_dict(theirs.state_dict())
+    holder = torch.nn.Sequential(ours)
+    use_demucs_windows(holder, 'demucs')
+    x = torch.randn(2, 8, length)
+    with torch.no_grad():
+        difference = (theirs(x) - ours(x)).abs().max().item()
+    print(f"BLSTM, {length} steps: max abs difference {difference:.2e}")
+    assert difference <= 1e-6
+    model = HDemucs(SOURCES, compat='demucs', **SMALL_H)
+    assert all(module.demucs_windows for module in model.modules() if isinstance(module, BLSTM))

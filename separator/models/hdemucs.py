@@ -252,6 +252,9 @@ class BLSTM(nn.Module):
         if max_steps is not None and max_steps % 4:
             raise ValueError("max_steps must be a multiple of 4.")
         self.max_steps = max_steps
+        # Demucs counts ceil(T / hop) windows (some of them past the end); we count the
+        # fewest that cover T. Models of compat 'demucs' count as Demucs (`use_demucs_windows`).
+        self.demucs_windows = False
         self.lstm = nn.LSTM(dim, dim, num_layers=layers, bidirectional=True)
         self.linear = nn.Linear(2 * dim, dim)
 
@@ -266,7 +269,7 @@ class BLSTM(nn.Module):
             return x + self._run(x)
         hop = width // 2
         margin = hop // 2
-        frames = math.ceil((T - width) / hop) + 1
+        frames = math.ceil(T / hop) if self.demucs_windows else math.ceil((T - width) / hop) + 1
         padded = F.pad(x, (0, (frames - 1) * hop + width - T))
         windows = padded.unfold(-1, width, hop)  # [B, C, frames, width]
         windows = windows.permute(0, 2, 1, 3).reshape(B * frames, C, width)
@@ -524,6 +527,13 @@ def hybrid_output(model: nn.Module, inputs: HybridInput, xt: torch.Tensor,
     return out[..., :inputs.length]
 
 
+def use_demucs_windows(model: nn.Module, compat: str) -> None:
+    """With compat 'demucs' / 'demucs_old', the BLSTMs cut long sequences as Demucs does."""
+    for module in model.modules():
+        if isinstance(module, BLSTM):
+            module.demucs_windows = compat != 'separator'
+
+
 def hybrid_setup(model: nn.Module, nfft: int, depth: int, cac: bool,
                  layer_lists: tp.Sequence[str], compat: str = 'separator') -> None:
     """What HDemucs and HTDemucs set up alike beyond the model contract: their STFT and
@@ -632,6 +642,7 @@ class HDemucs(SeparationModel):
         self.freq_emb = FreqEmbedding(emb_freqs, emb_channels, emb_scale) if freq_emb else None
         if rescale:
             rescale_module(self, reference=rescale)
+        use_demucs_windows(self, compat)
 
     # -- lengths ----------------------------------------------------------------------
 
