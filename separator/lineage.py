@@ -47,15 +47,25 @@ class Stage:
         return [value.stage for value in self.overrides.values() if isinstance(value, From)]
 
 
+BagEntry = tp.Union[str, tp.Mapping[str, float]]
+
+
+def blend(entry: BagEntry) -> tp.Dict[str, float]:
+    """A bag entry as {stage: weight}: a stage name alone is that stage with weight 1."""
+    return {entry: 1.} if isinstance(entry, str) else {k: float(v) for k, v in entry.items()}
+
+
 @dataclass
 class Lineage:
     """Stages in an order where parents come first; `bag` maps each source to the stage whose
-    model separates it in the final bag of models (exported by `tools.lineage`)."""
+    model separates it in the final bag of models (exported by `tools.lineage`), or to a
+    blend {stage: weight, ...} (Demucs's MDX21 bag: drums from three models)."""
     name: str
     stages: tp.List[Stage]
     base: tp.Dict[str, tp.Any] = field(default_factory=dict)
     slurm: tp.Dict[str, tp.Any] = field(default_factory=dict)
-    bag: tp.Dict[str, str] = field(default_factory=dict)
+    bag: tp.Dict[str, BagEntry] = field(default_factory=dict)
+    bag_segment: tp.Optional[float] = None    # the bag's chunk length (seconds), if any
 
     def __post_init__(self) -> None:
         seen: tp.Set[str] = set()
@@ -67,10 +77,15 @@ class Lineage:
                     raise ValueError(f"Lineage {self.name}: stage {stage.name} needs "
                                      f"{parent}, which must be declared before it.")
             seen.add(stage.name)
-        for source, stage in self.bag.items():
-            if stage not in seen:
-                raise ValueError(f"Lineage {self.name}: the bag takes {source} from an "
-                                 f"unknown stage {stage}.")
+        for source, entry in self.bag.items():
+            weights = blend(entry)
+            for stage in weights:
+                if stage not in seen:
+                    raise ValueError(f"Lineage {self.name}: the bag takes {source} from an "
+                                     f"unknown stage {stage}.")
+            if not weights or sum(weights.values()) <= 0 or min(weights.values()) < 0:
+                raise ValueError(f"Lineage {self.name}: the bag's weights for {source} must "
+                                 f"be >= 0 with a positive sum, not {weights}.")
 
 
 @dataclass
@@ -155,8 +170,11 @@ def format_table(lineage: Lineage, stages: tp.Sequence[Resolved]) -> str:
     for row in rows:
         lines.append('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     if lineage.bag:
-        lines.append("Bag: " + ', '.join(f'{source} <- {stage} ({sigs[stage]})'
-                                         for source, stage in lineage.bag.items()))
+        lines.append("Bag: " + ', '.join(
+            f'{source} <- ' + ' + '.join(
+                f'{stage} ({sigs[stage]})' + ('' if weight == 1 else f' x{weight:g}')
+                for stage, weight in blend(entry).items() if weight)
+            for source, entry in lineage.bag.items()))
         scores = bag_nsdr(lineage, stages)
         if scores:
             mean = sum(scores.values()) / len(scores)
@@ -168,10 +186,15 @@ def format_table(lineage: Lineage, stages: tp.Sequence[Resolved]) -> str:
 
 def bag_nsdr(lineage: Lineage, stages: tp.Sequence[Resolved]) -> tp.Dict[str, float]:
     """source -> the test nSDR of that source in the last test of the stage the bag takes it
-    from; {} until every such stage has one."""
+    from; {} until every such stage has one, and for a bag that blends several models for a
+    source (its score is the blend's: `python -m tools.test_pretrained`)."""
     by_name = {item.stage.name: item for item in stages}
     scores = {}
-    for source, stage in lineage.bag.items():
+    for source, entry in lineage.bag.items():
+        weights = {stage: weight for stage, weight in blend(entry).items() if weight}
+        if len(weights) != 1:
+            return {}
+        stage, = weights
         tests = [h['test'] for h in by_name[stage].history if h.get('test')]
         key = f'nsdr_{source}'
         if not tests or key not in tests[-1]:
@@ -202,19 +225,24 @@ def submit(launcher: tp.Any, lineage: Lineage, main: tp.Any) -> tp.List[Resolved
 
 def bag_config(lineage: Lineage, stages: tp.Sequence[Resolved],
                sources: tp.Sequence[str]) -> tp.Dict[str, tp.Any]:
-    """The bag of `lineage.bag`: one model per stage used, weight 1 for its sources."""
+    """The bag of `lineage.bag`: one model per stage used, with per source the weight the bag
+    gives it (0 for the sources it does not separate); `segment` if the lineage sets one."""
     sigs = {item.stage.name: item.sig for item in stages}
     missing = [source for source in sources if source not in lineage.bag]
     if missing:
         raise ValueError(f"Lineage {lineage.name}: its bag gives no model for {missing}.")
+    blends = {source: blend(lineage.bag[source]) for source in sources}
     models: tp.List[str] = []
     for source in sources:
-        sig = sigs[lineage.bag[source]]
-        if sig not in models:
-            models.append(sig)
-    weights = [[1. if sigs[lineage.bag[source]] == sig else 0. for source in sources]
-               for sig in models]
-    return {'models': models, 'weights': weights}
+        for stage, weight in blends[source].items():
+            if weight and sigs[stage] not in models:
+                models.append(sigs[stage])
+    weights = [[sum(weight for stage, weight in blends[source].items() if sigs[stage] == sig)
+                for source in sources] for sig in models]
+    config: tp.Dict[str, tp.Any] = {'models': models, 'weights': weights}
+    if lineage.bag_segment is not None:
+        config['segment'] = lineage.bag_segment
+    return config
 
 
 def write_bag(path: Path, config: tp.Mapping[str, tp.Any], comment: str = '') -> None:

@@ -19,6 +19,10 @@ TINY_MODELS = {
     'tfc_tdf': ['tfc_tdf.n_fft=1024', 'tfc_tdf.hop_length=256', 'tfc_tdf.dim_f=512',
                 'tfc_tdf.num_channels=8', 'tfc_tdf.growth=8', 'tfc_tdf.num_scales=2',
                 'tfc_tdf.num_blocks_per_scale=1'],
+    'tfc_tdf_v1': ['tfc_tdf_v1.n_fft=1024', 'tfc_tdf_v1.hop_length=256',
+                   'tfc_tdf_v1.dim_f=256', 'tfc_tdf_v1.num_blocks=5', 'tfc_tdf_v1.num_layers=1',
+                   'tfc_tdf_v1.growth=8', 'tfc_tdf_v1.bottleneck_factor=4',
+                   'optim.loss=mse'],   # MDX21's loss: MSE on the waveforms
     'xumx': ['xumx.nfft=1024', 'xumx.hop_length=256', 'xumx.hidden_size=16',
              'xumx.lstm_layers=1'],
     'bsrnn': ['bsrnn.dim=16', 'bsrnn.num_layers=1', 'bsrnn.rnn_hidden=16', 'bsrnn.mask_mult=1',
@@ -44,6 +48,7 @@ TINY_MODELS = {
 BUDGETS = {
     'demucs': ['epochs=10', 'optim.lr=3e-3'],
     'tfc_tdf': ['epochs=3', 'optim.lr=1e-2'],
+    'tfc_tdf_v1': ['epochs=2', 'dset.epoch_size=192', 'optim.lr=1e-2'],
     'xumx': ['epochs=2', 'optim.lr=1e-2'],
     'bsrnn': ['epochs=1', 'optim.lr=1e-2'],
     'bs_roformer': ['epochs=1', 'max_batches=4', 'optim.lr=1e-2'],

@@ -9,6 +9,7 @@ from .mixer import Mixer
 from .roformer import BSRoFormer, MelRoFormer
 from .scnet import SCNet
 from .tfc_tdf import TFCTDFNet
+from .tfc_tdf_v1 import ConvTDFNet
 from .unet import UNet
 from .xumx import XUMX
 
@@ -17,6 +18,7 @@ MODELS: tp.Dict[str, type] = {
     'hdemucs': HDemucs,
     'htdemucs': HTDemucs,
     'tfc_tdf': TFCTDFNet,
+    'tfc_tdf_v1': ConvTDFNet,  # KUIELab's MDX21 TFC-TDF U-Net (one model per source)
     'xumx': XUMX,   # xumx.bridge=false: Open-Unmix
     'bsrnn': BSRNN,
     'bs_roformer': BSRoFormer,
