@@ -291,6 +291,15 @@ def check_freqs(dim_f: int, num_subbands: int, num_scales: int, freq_scale: int,
             f"bottleneck_factor<={bottom}, a larger dim_f, or fewer subbands or scales.")
 
 
+def padded_frames(length: int, hop: int, n_fft: int, multiple: int, min_frames: int) -> int:
+    """STFT frames of a U-Net's padded input for `length` samples: at least
+    `length // hop + 1`, a multiple of `multiple` (the time downscales), at least
+    `min_frames` multiples, and enough for the STFT's reflect padding (more than `n_fft // 2`
+    samples). Shared by the TFC-TDF U-Nets (v3 and KUIELab's v1)."""
+    needed = max(math.ceil(length / hop), n_fft // (2 * hop) + 1) + 1
+    return multiple * max(math.ceil(needed / multiple), min_frames)
+
+
 class TFCTDFNet(SeparationModel):
     """TFC-TDF U-Net v3 (KUIELab, SDX23). See the module docstring.
 
@@ -377,9 +386,8 @@ class TFCTDFNet(SeparationModel):
         """Frames of the padded input for a `length` samples input: at least
         `length // hop + 1`, a multiple of `frame_multiple`, and enough for the STFT's
         reflect padding (more than `n_fft // 2` samples)."""
-        hop, multiple = self.hop_length, self.frame_multiple
-        needed = max(math.ceil(length / hop), self.n_fft // (2 * hop) + 1) + 1
-        return multiple * max(math.ceil(needed / multiple), self.min_bottom_frames)
+        return padded_frames(length, self.hop_length, self.n_fft, self.frame_multiple,
+                             self.min_bottom_frames)
 
     def valid_length(self, length: int) -> int:
         """Samples of the zero-padded input for a `length` samples input (>= `length`)."""

@@ -88,7 +88,7 @@ from torch.nn import functional as F
 
 from .base import SeparationModel, capture_init
 from ..spec import channels_to_complex, complex_to_channels, ispectro, spectro
-from .tfc_tdf import check_positive, check_stft_bins
+from .tfc_tdf import check_positive, check_stft_bins, padded_frames
 
 
 def conv_bn_relu(conv: nn.Module, channels: int) -> nn.Sequential:
@@ -242,9 +242,8 @@ class ConvTDFNet(SeparationModel):
         """Frames of the padded input for a `length` samples input: at least
         `length // hop + 1`, a multiple of `frame_multiple`, and enough for the STFT's
         reflect padding (more than `n_fft // 2` samples)."""
-        hop, multiple = self.hop_length, self.frame_multiple
-        needed = max(math.ceil(length / hop), self.n_fft // (2 * hop) + 1) + 1
-        return multiple * max(math.ceil(needed / multiple), self.min_bottom_frames)
+        return padded_frames(length, self.hop_length, self.n_fft, self.frame_multiple,
+                             self.min_bottom_frames)
 
     def valid_length(self, length: int) -> int:
         """Samples of the zero-padded input for a `length` samples input (>= `length`)."""
