@@ -44,7 +44,7 @@ test: install
 	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
 
 # bench/separate.py compares with the demucs package (installed with PEERS), bench/roformer.py
-# with lucidrains' bs-roformer (setup.py's dev extra).
+# with lucidrains' bs-roformer, bench/eval.py with museval and fast_bss_eval (setup.py's dev extra).
 bench: install
 	$(PY) -m bench.loader
 	$(PY) -m bench.ddp
@@ -52,6 +52,7 @@ bench: install
 	$(PY) -m bench.separate
 	$(PY) -m bench.onnx
 	$(PY) -m bench.roformer
+	$(PY) -m bench.eval
 
 clean:
 	rm -rf $(VENV) outputs data metadata

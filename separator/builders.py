@@ -44,6 +44,14 @@ def ensure_synthetic(dset: tp.Any) -> None:
     write_dataset(root, samplerate=dset.samplerate, **params)
 
 
+def ensure_decoded(dset: tp.Any) -> None:
+    """Decode MUSDB18's stem files (`dset.stems`) into `dset.musdb` if missing there."""
+    if not dset.get('stems'):
+        return
+    from .data.musdb_stems import decode_musdb18
+    decode_musdb18(absolute_path(dset.stems), absolute_path(dset.musdb))
+
+
 def ensure_labelnoise(dset: tp.Any) -> None:
     """Write `dset.train_folder` from the clean training tracks if `dset.inject` asks for it."""
     if not (dset.inject and dset.train_folder):

@@ -147,9 +147,19 @@ def check_model(cfg: tp.Any) -> None:
                           f"conf/config.yaml: add its hyper-parameters there.")
 
 
+def check_choices(cfg: tp.Any) -> None:
+    """Keys that take one of a few names."""
+    from .metrics import SDR_IMPLS
+    impl = cfg.test.get('sdr_impl', 'torch')
+    if impl not in SDR_IMPLS:
+        raise ConfigError(f"test.sdr_impl={impl} is not a bss_eval implementation: use one of "
+                          f"{', '.join(SDR_IMPLS)}.")
+
+
 def check_config(cfg: tp.Any) -> None:
     """Every value check of this module."""
     check_model(cfg)
+    check_choices(cfg)
     check_sizes(cfg)
     check_weights(cfg)
     check_signatures(cfg)

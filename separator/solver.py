@@ -378,13 +378,14 @@ class Solver:
         return last or (self.cfg.test.every > 0 and (epoch + 1) % self.cfg.test.every == 0)
 
     @torch.no_grad()
-    def evaluate(self, museval: bool = False) -> dict:
-        """nSDR (and museval SDR) on the test set with the best state, plus trivial baselines."""
+    def evaluate(self, bss: bool = False) -> dict:
+        """nSDR (and bss_eval's cSDR when `bss`) on the test set with the best state, plus
+        trivial baselines."""
         if not distrib.is_master():
             return {}
         with swap_state(self.model, self.best_state):
             self.model.eval()
-            scores, sdrs = self._test_scores(museval)
+            scores, sdrs = self._test_scores(bss)
         sources = list(self.cfg.dset.sources)
         metrics = {}
         for key, values in scores.items():
@@ -400,10 +401,11 @@ class Solver:
                 metrics[f'sdr_{name}'] = value
         return metrics
 
-    def _test_scores(self, museval: bool
+    def _test_scores(self, bss: bool
                      ) -> tp.Tuple[tp.Dict[str, tp.List[torch.Tensor]], tp.Optional[np.ndarray]]:
         """Per test track: the nSDR of the model and of the trivial estimates (name -> one
-        [S] tensor per track), and museval's SDR [tracks, S] when `museval`."""
+        [S] tensor per track), and bss_eval's SDR [tracks, S] when `bss` (test.sdr_impl: torch
+        in this process, museval in test.workers processes)."""
         test = self.cfg.test
         count = len(self.test_set)
         if test.max_tracks:
@@ -411,7 +413,8 @@ class Solver:
         scores: tp.Dict[str, tp.List[torch.Tensor]] = {}
         pool = None
         futures = []
-        if museval and test.workers > 0:
+        impl = test.get('sdr_impl', 'torch')
+        if bss and impl == 'museval' and test.workers > 0:
             # Forked children of a process that ran torch's OpenMP threads can deadlock.
             context = multiprocessing.get_context('spawn')
             pool = concurrent.futures.ProcessPoolExecutor(test.workers, mp_context=context)
@@ -425,8 +428,8 @@ class Solver:
                 scores.setdefault('nsdr', []).append(nsdr(references, estimates))
                 for baseline, guess in trivial_estimates(mix, len(references)).items():
                     scores.setdefault(f'nsdr_{baseline}', []).append(nsdr(references, guess))
-                if museval:
-                    args = (references, estimates, self.cfg.dset.samplerate)
+                if bss:
+                    args = (references, estimates, self.cfg.dset.samplerate, impl)
                     futures.append(pool.submit(bss_sdr, *args) if pool
                                    else _Done(bss_sdr(*args)))
             sdrs = np.stack([future.result() for future in futures]) if futures else None
@@ -461,7 +464,7 @@ class Solver:
         metrics['valid'] = self._valid_epoch()
         if self._should_test(epoch):
             last = epoch + 1 == self.cfg.epochs
-            metrics['test'] = self.evaluate(museval=last and self.cfg.test.sdr)
+            metrics['test'] = self.evaluate(bss=last and self.cfg.test.sdr)
         metrics['duration'] = time.time() - begin
         self.history.append(metrics)
         # Before the checkpoint: an epoch logged, then killed before its checkpoint, is
@@ -484,7 +487,7 @@ class Solver:
         rows = [('model nSDR', 'nsdr'), ('mixture', 'nsdr_mixture'),
                 ('mixture / S', 'nsdr_mixture_split'), ('silence', 'nsdr_silence')]
         if 'sdr' in test:
-            rows.insert(1, ('model SDR (museval)', 'sdr'))
+            rows.insert(1, ('model cSDR (bss_eval)', 'sdr'))
         header = f"{'':22}" + ''.join(f'{name:>9}' for name in sources + ['mean'])
         lines = [header]
         for label, key in rows:

@@ -43,24 +43,57 @@ def ffmpeg_input(path: Path) -> str:
     return 'file:' + str(Path(path).absolute())
 
 
-def _ffmpeg_read(path: Path) -> tp.Tuple[np.ndarray, int]:
-    """Decode the first audio stream of `path` with ffmpeg: float32 [C, T] and sample rate."""
+def _probe_streams(path: Path) -> tp.List[dict]:
+    """ffprobe's sample rate and channels of every audio stream of `path`, in order."""
     probe = subprocess.run(
-        ['ffprobe', '-v', 'error', '-select_streams', 'a:0', '-show_entries',
+        ['ffprobe', '-v', 'error', '-select_streams', 'a', '-show_entries',
          'stream=sample_rate,channels', '-of', 'json', ffmpeg_input(path)],
         capture_output=True, text=True)
     streams = json.loads(probe.stdout or '{}').get('streams') if probe.returncode == 0 else None
     if not streams:
         raise AudioError(probe.stderr.strip() or "no audio stream")
-    samplerate, channels = int(streams[0]['sample_rate']), int(streams[0]['channels'])
+    return streams
+
+
+def _decode_stream(path: Path, index: int, channels: int) -> np.ndarray:
+    """Audio stream `index` of `path` as float32 [C, T], decoded by ffmpeg."""
     decode = subprocess.run(
-        ['ffmpeg', '-v', 'error', '-nostdin', '-i', ffmpeg_input(path), '-map', '0:a:0',
+        ['ffmpeg', '-v', 'error', '-nostdin', '-i', ffmpeg_input(path), '-map', f'0:a:{index}',
          '-f', 'f32le', '-acodec', 'pcm_f32le', '-'], capture_output=True)
     if decode.returncode != 0:
         raise AudioError(decode.stderr.decode(errors='replace').strip())
     wav = np.frombuffer(decode.stdout, dtype=np.float32)
-    wav = wav[:len(wav) // channels * channels].reshape(-1, channels).T.copy()
-    return wav, samplerate
+    return wav[:len(wav) // channels * channels].reshape(-1, channels).T.copy()
+
+
+def _ffmpeg_read(path: Path) -> tp.Tuple[np.ndarray, int]:
+    """Decode the first audio stream of `path` with ffmpeg: float32 [C, T] and sample rate."""
+    stream = _probe_streams(path)[0]
+    return _decode_stream(path, 0, int(stream['channels'])), int(stream['sample_rate'])
+
+
+def read_stems(path: Path) -> tp.Tuple[np.ndarray, int]:
+    """Every audio stream of a multi-stream file (a MUSDB18 `.stem.mp4`: mixture, drums, bass,
+    other, vocals) as float32 [streams, C, T] and the sample rate.
+
+    Each stream is decoded on its own and all are cut to the shortest: the AAC streams of a
+    stem file may decode one frame apart (stempeg's reader fails on that)."""
+    path = Path(path)
+    try:
+        streams = _probe_streams(path)
+        rates = {int(stream['sample_rate']) for stream in streams}
+        channels = {int(stream['channels']) for stream in streams}
+        if len(rates) > 1 or len(channels) > 1:
+            raise AudioError(f"its streams differ in sample rate {sorted(rates)} or channels "
+                             f"{sorted(channels)}")
+        wavs = [_decode_stream(path, index, int(stream['channels']))
+                for index, stream in enumerate(streams)]
+    except AudioError as error:
+        raise AudioError(f"Cannot read the stems of {path}: {error}. Check it with "
+                         f"`ffprobe FILE` (a MUSDB18 stem file holds five AAC streams), "
+                         f"replace it or remove it.") from error
+    length = min(wav.shape[-1] for wav in wavs)
+    return np.stack([wav[:, :length] for wav in wavs]), rates.pop()
 
 
 def read_track(path: Path) -> tp.Tuple[np.ndarray, int]:

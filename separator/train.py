@@ -133,6 +133,7 @@ def main(cfg):
     try:
         if distrib.is_master():
             builders.ensure_synthetic(cfg.dset)
+            builders.ensure_decoded(cfg.dset)
             builders.ensure_labelnoise(cfg.dset)
         distrib.barrier()
         RUNNERS[task_of(cfg)](cfg, xp, device)

@@ -93,7 +93,7 @@ def test_dora_run_says_it_in_one_line_before_any_work(tmp_path: Path):
                     'are lr, '),
     ('variant=tinyy', 'variant=tinyy: there is no conf/variant/tinyy.yaml; choose among '),
     ('dset=musdb', 'dset=musdb: there is no conf/dset/musdb.yaml; choose among automix, dnr, '
-                   'musdb44'),
+                   'musdb18, musdb44'),
     ('epochs=[1', "cannot read the override 'epochs=[1'"),
     ('optim=3', 'optim is a config section, not a value'),
     ('model=hdemucz', 'model=hdemucz is not a model: did you mean model=hdemucs? the models '

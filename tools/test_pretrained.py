@@ -1,9 +1,11 @@
 """Evaluate a released model (or bag) on a MUSDB18-HQ-layout test set.
 
     python -m tools.test_pretrained --repo release_models -n NAME [--musdb data/synthetic]
-        [--shifts 0] [--overlap 0.25] [--workers 2] [--max-tracks N] [-o results.json]
+        [--shifts 0] [--overlap 0.25] [--sdr-impl torch] [--max-tracks N] [-o results.json]
 
-Per source: museval SDR (median over 1 s frames, then median over tracks, as in MUSDB) and
+Per source: cSDR (bss_eval v4's SDR, median over 1 s frames, then median over tracks, as in
+MUSDB; `--sdr-impl torch` is separator/bss_eval.py, museval's values ~100x faster; `museval`
+the reference, in --workers processes) and
 nSDR (mean over tracks, as in the solver), plus the nSDR of the trivial baselines (mixture,
 mixture / S, silence). Tracks are `MUSDB/test/<track>/`, sorted by name; the random shifts
 use a generator seeded with `--seed` (42, the XPs' default seed), so that with the same
@@ -24,7 +26,7 @@ from separator.atomic import write_json
 from separator.data.audio import AudioError
 from separator.data.musdb import index_tracks
 from separator.data.segments import WholeTracks
-from separator.metrics import bss_sdr, nsdr, trivial_estimates
+from separator.metrics import SDR_IMPLS, bss_sdr, nsdr, trivial_estimates
 from separator.pretrained import DEFAULT_REPO, ModelLoadingError, apply_bag, get_model
 
 
@@ -51,7 +53,7 @@ def _median(values: tp.Sequence[float]) -> float:
 def evaluate(model: torch.nn.Module, musdb: tp.Union[str, Path], shifts: int = 0,
              overlap: float = 0.25, workers: int = 2, max_tracks: tp.Optional[int] = None,
              seed: int = 42, split: bool = True, sdr: bool = True, test_split: str = 'test',
-             mixture_name: str = 'mixture') -> dict:
+             mixture_name: str = 'mixture', sdr_impl: str = 'torch') -> dict:
     """Scores of `model` on `musdb/test_split`: {'tracks': {name: {...}}, 'summary': {...}}.
 
     summary has `nsdr_SOURCE` (mean over tracks), `sdr_SOURCE` (median over tracks of
@@ -73,7 +75,7 @@ def evaluate(model: torch.nn.Module, musdb: tp.Union[str, Path], shifts: int = 0
         tracks = tracks[:max_tracks]
     dataset = WholeTracks(tracks, sources)
     pool = None
-    if sdr and workers > 0:
+    if sdr and sdr_impl == 'museval' and workers > 0:
         # Forked children of a process that ran torch's OpenMP threads can deadlock.
         pool = concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context('spawn'))
@@ -93,7 +95,7 @@ def evaluate(model: torch.nn.Module, musdb: tp.Union[str, Path], shifts: int = 0
             print(f"{name}: nSDR " + ' '.join(f"{s} {v:.2f}" for s, v in entry['nsdr'].items()),
                   file=sys.stderr, flush=True)
             if sdr:
-                args = (references, estimates, model.samplerate)
+                args = (references, estimates, model.samplerate, sdr_impl)
                 futures[name] = pool.submit(bss_sdr, *args) if pool else bss_sdr(*args)
         for name, future in futures.items():
             values = future.result() if pool else future
@@ -119,7 +121,7 @@ def evaluate(model: torch.nn.Module, musdb: tp.Union[str, Path], shifts: int = 0
 
 
 def format_table(summary: dict, sources: tp.Sequence[str]) -> str:
-    rows = [('model nSDR', 'nsdr'), ('model SDR (museval)', 'sdr'), ('mixture', 'nsdr_mixture'),
+    rows = [('model nSDR', 'nsdr'), ('model cSDR (bss_eval)', 'sdr'), ('mixture', 'nsdr_mixture'),
             ('mixture / S', 'nsdr_mixture_split'), ('silence', 'nsdr_silence')]
     lines = [f"{'(dB)':22}" + ''.join(f'{name:>9}' for name in list(sources) + ['mean'])]
     for label, key in rows:
@@ -146,9 +148,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument('--shifts', type=int, default=0)
     parser.add_argument('--overlap', type=float, default=0.25)
     parser.add_argument('--workers', type=int, default=2,
-                        help="processes for museval (0: in this process)")
+                        help="processes for --sdr-impl museval (0: in this process)")
+    parser.add_argument('--sdr-impl', choices=SDR_IMPLS, default='torch',
+                        help="bss_eval implementation: torch (fast, museval's values) or "
+                             "museval (the reference)")
     parser.add_argument('--max-tracks', type=int, default=None)
-    parser.add_argument('--no-sdr', action='store_true', help="skip museval (nSDR only)")
+    parser.add_argument('--no-sdr', action='store_true', help="skip bss_eval (nSDR only)")
     parser.add_argument('--seed', type=int, default=42, help="seed of the random shifts")
     parser.add_argument('-o', '--output', type=Path, default=None, help="per-track JSON")
     return parser
@@ -165,11 +170,11 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         result = evaluate(model, args.musdb, shifts=args.shifts, overlap=args.overlap,
                           workers=args.workers, max_tracks=args.max_tracks, seed=args.seed,
                           sdr=not args.no_sdr, test_split=args.split,
-                          mixture_name=args.mixture_name)
+                          mixture_name=args.mixture_name, sdr_impl=args.sdr_impl)
     except (ModelLoadingError, EvaluationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result.update(model=args.name, repo=str(args.repo), musdb=str(args.musdb),
+    result.update(model=args.name, repo=str(args.repo), musdb=str(args.musdb), sdr_impl=args.sdr_impl,
                   shifts=args.shifts, overlap=args.overlap, seed=args.seed)
     print(f"Model {args.name} on {len(result['tracks'])} track(s) of "
           f"{args.musdb / args.split}:")
