@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from . import builders, distrib, lora
+from .checkpointing import enable_checkpointing
 from .config_checks import (ConfigError, check_config, check_data_choice,
                             explain_config_errors, recover_signatures, show_full_overrides)
 from .filter_stage import run_filter
@@ -44,6 +45,14 @@ def train_model(cfg: tp.Any, xp: tp.Any, device: str) -> None:
         layers = lora.add_lora(model, **adapters)
         logger.info("LoRA rank %d on %d layer(s); every other weight frozen", adapters['rank'],
                     len(layers))
+    if cfg.optim.get('checkpointing'):
+        layers = enable_checkpointing(model)
+        if layers:
+            logger.info("optim.checkpointing: %d layer(s) recomputed in the backward pass",
+                        len(layers))
+        else:
+            logger.warning("optim.checkpointing: model=%s has no transformer or LSTM layer to "
+                           "recompute; it trains as without", cfg.model)
     size = sum(p.numel() for p in model.parameters())
     logger.info("Model %s: %.2f M parameters", registry_name(model), size / 1e6)
     if cfg.misc.show:

@@ -58,6 +58,8 @@ class BLSTM(nn.Module):
     where it is furthest from the edges (the first window keeps its start, the last its end).
     `skip`: add the input to the output.
     """
+    checkpoint_unit = True     # optim.checkpointing recomputes it
+
     def __init__(self, dim: int, layers: int = 1, max_steps: tp.Optional[int] = None,
                  skip: bool = False):
         super().__init__()
@@ -102,6 +104,8 @@ class LocalState(nn.Module):
     sigmoid / 2 of a projection of itself, so each head learns how local it is. A step never
     attends to itself. Residual: returns `x + proj(attention)`.
     """
+    checkpoint_unit = True     # optim.checkpointing recomputes it
+
     def __init__(self, channels: int, heads: int = 4, ndecay: int = 4):
         super().__init__()
         if channels % heads:

@@ -247,6 +247,8 @@ class BLSTM(nn.Module):
     Long sequences are cut into windows of `max_steps` overlapping by half; only the centre
     of each window is kept, so every step sees at least `max_steps // 4` of context.
     """
+    checkpoint_unit = True     # optim.checkpointing recomputes it
+
     def __init__(self, dim: int, layers: int = 2, max_steps: tp.Optional[int] = 200):
         super().__init__()
         if max_steps is not None and max_steps % 4:
@@ -286,6 +288,8 @@ class LocalAttention(nn.Module):
     Each query predicts weights for `ndecay` penalties `-d * |t - s|` (d = 1..ndecay), which
     lets heads choose how local they are. A step does not attend to itself.
     """
+    checkpoint_unit = True     # optim.checkpointing recomputes it
+
     def __init__(self, channels: int, heads: int = 4, ndecay: int = 4):
         super().__init__()
         if channels % heads:

@@ -141,7 +141,12 @@ class TransformerLayer(nn.Module):
         layer_scale: learnt per-channel scale on both residual branches, initialised to
             `layer_scale_init`.
         gelu: GELU activation in the feed-forward, else ReLU.
+
+    The attention is `nn.MultiheadAttention` without returned weights, which runs PyTorch's
+    `scaled_dot_product_attention` (flash / memory-efficient kernels where available).
     """
+    checkpoint_unit = True     # optim.checkpointing recomputes it (separator/checkpointing.py)
+
     def __init__(self, dim: int, heads: int, cross: bool = False, hidden_scale: float = 4.,
                  dropout: float = 0., norm_first: bool = True, norm_out: bool = True,
                  layer_scale: bool = True, layer_scale_init: float = 1e-4,
