@@ -191,14 +191,16 @@ def get_criterion(cfg: tp.Any, model: torch.nn.Module) -> SourceLoss:
         raise ValueError("optim.truncation_rank=relative divides each loss by its target's "
                          "level, but optim.loss=neg_sdr is already relative to it (in dB): "
                          "use optim.truncation_rank=loss.")
-    if optim.loss == 'xumx':
+    if optim.loss in ('xumx', 'xumx_mwf'):
         if not callable(getattr(model, 'magnitude', None)):
-            raise ValueError(f"optim.loss=xumx needs a model with magnitude estimates "
+            raise ValueError(f"optim.loss={optim.loss} needs a model with magnitude estimates "
                              f"(model=xumx), not {type(model).__name__}: use model=xumx, or "
                              f"another optim.loss.")
         # An imported Open-Unmix's unnormalised STFT carries sqrt(n_fft) already (stft_gain).
-        return XUMXLoss(model.magnitude, model.n_fft / getattr(model, 'stft_gain', 1.) ** 2,
-                        optim.xumx_alpha)
+        complex_spectra = optim.loss == 'xumx_mwf'
+        return XUMXLoss(model.stft if complex_spectra else model.magnitude,
+                        model.n_fft / getattr(model, 'stft_gain', 1.) ** 2, optim.xumx_alpha,
+                        complex_spectra)
     if optim.loss_truncation:
         _warn_small_truncation_batch(optim.loss_truncation, cfg.batch_size)
     return SourceLoss(optim.loss, weights, optim.loss_truncation, optim.truncation_rank,

@@ -16,7 +16,7 @@ import typing as tp
 import torch
 
 from .losses import (source_losses, target_levels, truncation_mask, weighted_loss,
-                     xumx_loss)
+                     xumx_complex_loss, xumx_loss, xumx_time_loss)
 
 
 class SourceLoss:
@@ -62,26 +62,39 @@ class XUMXLoss(SourceLoss):
     per-source terms logged, with the L1 of the waveforms: the xumx loss has no per-source
     terms, and in eval mode the model separates through its Wiener filter, which the
     magnitude estimates do not describe; the L1 also keeps its validation loss comparable
-    with the XPs of the default loss."""
-    model_kwargs = {'with_magnitudes': True}
+    with the XPs of the default loss.
 
-    def __init__(self, magnitude: tp.Callable[[torch.Tensor], torch.Tensor], nfft: int,
-                 alpha: float):
+    `complex_spectra` (optim.loss=xumx_mwf, danna's MDX21 model 1): the frequency term is
+    the squared error of the complex STFTs that the model's waveforms come from, i.e. after
+    its multichannel Wiener filter when it trains through one
+    (`xumx.train_wiener_iterations=1`), instead of the magnitudes before it; and, as in
+    their code, the time term does not trim the edges of the waveforms."""
+
+    def __init__(self, transform: tp.Callable[[torch.Tensor], torch.Tensor], nfft: int,
+                 alpha: float, complex_spectra: bool = False):
         super().__init__('l1')
-        self.magnitude = magnitude
+        self.transform = transform   # magnitude, or complex STFT with complex_spectra
         # The model's STFT is normalised (1 / sqrt(nfft)), the official X-UMX's is not:
         # sqrt(nfft) brings the magnitudes to its units, so that alpha (the official --mcoef)
         # balances the frequency and time terms as in the paper.
         self.scale = math.sqrt(nfft)
         self.alpha = alpha
+        self.complex_spectra = complex_spectra
+        self.model_kwargs = ({'with_spectrograms': True} if complex_spectra
+                             else {'with_magnitudes': True})
 
     def __call__(self, output: tp.Any, mix: torch.Tensor, sources: torch.Tensor
                  ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        estimate, magnitudes = output
+        estimate, spectra = output
         with torch.no_grad():  # the targets' STFT: no parameter, no gradient
-            targets = self.magnitude(sources)
-        loss = xumx_loss(estimate.float(), magnitudes.float(), sources, targets, self.alpha,
-                         self.scale, mix).mean()
+            targets = self.transform(sources)
+        if self.complex_spectra:
+            frequency = xumx_complex_loss(spectra, targets.to(spectra.dtype)) * self.scale ** 2
+            loss = (frequency + self.alpha * xumx_time_loss(estimate.float(), sources, mix,
+                                                            edge=0)).mean()
+        else:
+            loss = xumx_loss(estimate.float(), spectra.float(), sources, targets, self.alpha,
+                             self.scale, mix).mean()
         with torch.no_grad():
             losses = self.source_losses(estimate, sources)
         return loss, losses

@@ -5,7 +5,8 @@ import typing as tp
 
 import torch
 
-LOSSES = ('l1', 'mse', 'l1_mrstft', 'neg_sdr', 'xumx')
+LOSSES = ('l1', 'mse', 'l1_mrstft', 'neg_sdr', 'xumx', 'xumx_mwf')
+COMBINATION_LOSSES = ('xumx', 'xumx_mwf')   # terms over combinations of sources
 SDR_DELTA = 1e-7   # aimless's guard against log10(0) in the negative SDR
 # The multi-resolution STFT loss of BS-RoFormer and Mel-RoFormer (Lu et al. 2023, Wang et
 # al. 2023): window sizes and hop in samples at 44.1 kHz.
@@ -59,9 +60,9 @@ def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1
                 + stft_weight * stft_l1(estimate, sources))
     elif kind == 'neg_sdr':
         return neg_sdr(estimate, sources)
-    elif kind == 'xumx':
-        raise ValueError("optim.loss=xumx has combination terms, not per-source ones: use "
-                         "xumx_loss (the solver validates xumx XPs with l1).")
+    elif kind in COMBINATION_LOSSES:
+        raise ValueError(f"optim.loss={kind} has combination terms, not per-source ones: use "
+                         f"criterion.XUMXLoss (the solver validates its XPs with l1).")
     else:
         raise ValueError(f"Unknown optim.loss={kind!r}: use one of {', '.join(LOSSES)}.")
     return error.flatten(2).mean(2)
@@ -225,6 +226,17 @@ def xumx_freq_loss(magnitudes: torch.Tensor, target_magnitudes: torch.Tensor
     return (error * error).flatten(1).mean(1)
 
 
+def xumx_complex_loss(specs: torch.Tensor, target_specs: torch.Tensor) -> torch.Tensor:
+    """danna's frequency term (MDX21): the squared error of each combination's complex STFT
+    (real and imaginary parts), averaged over combinations, channels, bins and frames:
+    `[B, S, C, F, N]` complex x2 -> `[B]` (their loss is the batch mean)."""
+    if specs.shape != target_specs.shape:
+        raise ValueError(f"Spectrogram estimates {tuple(specs.shape)} and targets "
+                         f"{tuple(target_specs.shape)} differ in shape.")
+    error = combination_sums(specs - target_specs)
+    return (error.real ** 2 + error.imag ** 2).flatten(1).mean(1)
+
+
 def xumx_loss(estimate: torch.Tensor, magnitudes: torch.Tensor, sources: torch.Tensor,
               target_magnitudes: torch.Tensor, alpha: float = XUMX_ALPHA,
               magnitude_scale: float = 1., mix: tp.Optional[torch.Tensor] = None,
@@ -252,13 +264,13 @@ def check_loss_options(kind: str, weights: tp.Optional[tp.Sequence[float]] = Non
     terms are combinations of sources."""
     if kind not in LOSSES:
         raise ValueError(f"Unknown optim.loss={kind!r}: use one of {', '.join(LOSSES)}.")
-    if kind != 'xumx':
+    if kind not in COMBINATION_LOSSES:
         return
     if weights is not None:
         raise ValueError(f"weights={list(weights)} are per-source loss weights, but the terms "
-                         f"of optim.loss=xumx are combinations of sources, weighted equally as "
-                         f"in X-UMX: set weights=null, or use another optim.loss.")
+                         f"of optim.loss={kind} are combinations of sources, weighted equally "
+                         f"as in X-UMX: set weights=null, or use another optim.loss.")
     if truncation:
         raise ValueError(f"optim.loss_truncation={truncation} ranks per-source losses, but "
-                         f"the terms of optim.loss=xumx are combinations of sources: set "
+                         f"the terms of optim.loss={kind} are combinations of sources: set "
                          f"optim.loss_truncation=null, or use another optim.loss.")

@@ -283,10 +283,12 @@ class XUMX(SeparationModel):
                  for start in range(0, frames, window)]
         return torch.cat(parts, -1).to(specs.dtype)
 
-    def forward_with_magnitudes(self, mix: torch.Tensor
-                                ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        """`[B, C, T]` mixture -> the waveforms `[B, S, C, T]` and the magnitude estimates
-        `[B, S, C, F, N]` (mixture magnitude x mask, before the Wiener filter)."""
+    def _separate(self, mix: torch.Tensor
+                  ) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`[B, C, T]` mixture -> the waveforms `[B, S, C, T]`, the magnitude estimates
+        `[B, S, C, F, N]` (mixture magnitude x mask, before the Wiener filter) and the complex
+        source STFTs `[B, S, C, F, N]` that the waveforms are the iSTFT of (after the filter
+        of the current mode)."""
         if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
             raise ValueError(f"Expected a mixture [batch, {self.audio_channels}, time], "
                              f"got {tuple(mix.shape)}.")
@@ -294,12 +296,23 @@ class XUMX(SeparationModel):
         mix_spec = self.stft(mix)
         magnitudes = self.estimate_magnitudes(mix_spec.abs())
         specs = self.wiener(mix_spec, magnitudes)
-        return self.istft(specs, length).to(mix.dtype), magnitudes
+        return self.istft(specs, length).to(mix.dtype), magnitudes, specs
 
-    def forward(self, mix: torch.Tensor, with_magnitudes: bool = False
-                ) -> tp.Union[torch.Tensor, tp.Tuple[torch.Tensor, torch.Tensor]]:
+    def forward_with_magnitudes(self, mix: torch.Tensor
+                                ) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """`[B, C, T]` mixture -> the waveforms `[B, S, C, T]` and the magnitude estimates
+        `[B, S, C, F, N]` (mixture magnitude x mask, before the Wiener filter)."""
+        waveforms, magnitudes, _specs = self._separate(mix)
+        return waveforms, magnitudes
+
+    def forward(self, mix: torch.Tensor, with_magnitudes: bool = False,
+                with_spectrograms: bool = False) -> tp.Any:
         """`[B, C, T]` mixture -> `[B, S, C, T]` estimated sources, any T >= 1; with
-        `with_magnitudes`, `forward_with_magnitudes` (a spectrogram loss under DDP must get
-        the magnitudes through `forward`, which DDP's gradient synchronisation wraps)."""
-        waveforms, magnitudes = self.forward_with_magnitudes(mix)
+        `with_magnitudes`, also the magnitude estimates (`forward_with_magnitudes`); with
+        `with_spectrograms`, also the complex source STFTs after the Wiener filter (danna's
+        loss, `optim.loss=xumx_mwf`). A spectrogram loss under DDP must get them through
+        `forward`, which DDP's gradient synchronisation wraps."""
+        waveforms, magnitudes, specs = self._separate(mix)
+        if with_spectrograms:
+            return waveforms, specs
         return (waveforms, magnitudes) if with_magnitudes else waveforms
