@@ -62,7 +62,8 @@ def source_losses(estimate: torch.Tensor, sources: torch.Tensor, kind: str = 'l1
         return neg_sdr(estimate, sources)
     elif kind in COMBINATION_LOSSES:
         raise ValueError(f"optim.loss={kind} has combination terms, not per-source ones: use "
-                         f"criterion.XUMXLoss (the solver validates its XPs with l1).")
+                         f"xumx_loss or criterion.XUMXLoss (the solver validates its XPs with "
+                         f"l1).")
     else:
         raise ValueError(f"Unknown optim.loss={kind!r}: use one of {', '.join(LOSSES)}.")
     return error.flatten(2).mean(2)
