@@ -16,6 +16,8 @@ from .conftest import SOURCES, TINY, final_state, history, run_dora, run_python,
 TINY_MODELS = {
     'demucs': ['demucs.channels=8', 'demucs.depth=4', 'demucs.dconv_depth=1', 'svd.penalty=1e-4',
                'svd.min_size=0'],
+    'demucs_split': ['demucs_split.channels=8', 'demucs_split.depth=4',
+                     'demucs_split.lstm_layers=1'],
     'tfc_tdf': ['tfc_tdf.n_fft=1024', 'tfc_tdf.hop_length=256', 'tfc_tdf.dim_f=512',
                 'tfc_tdf.num_channels=8', 'tfc_tdf.growth=8', 'tfc_tdf.num_scales=2',
                 'tfc_tdf.num_blocks_per_scale=1'],
@@ -47,6 +49,7 @@ TINY_MODELS = {
 # The RoFormers' steps are the slowest (~5 s): 4 steps of one epoch.
 BUDGETS = {
     'demucs': ['epochs=10', 'optim.lr=3e-3'],
+    'demucs_split': ['epochs=6', 'optim.lr=1e-2'],
     'tfc_tdf': ['epochs=3', 'optim.lr=1e-2'],
     'tfc_tdf_v1': ['epochs=2', 'dset.epoch_size=192', 'optim.lr=1e-2'],
     'xumx': ['epochs=2', 'optim.lr=1e-2'],

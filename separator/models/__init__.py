@@ -3,6 +3,7 @@ import typing as tp
 
 from .bsrnn import BSRNN
 from .demucs import Demucs
+from .demucs_split import DemucsSplit
 from .hdemucs import HDemucs
 from .htdemucs import HTDemucs
 from .mixer import Mixer
@@ -15,6 +16,7 @@ from .xumx import XUMX
 
 MODELS: tp.Dict[str, type] = {
     'demucs': Demucs,   # time-domain Demucs v3 (MDX21 Track A)
+    'demucs_split': DemucsSplit,   # Demucs with one decoder per source (danna, MDX21)
     'hdemucs': HDemucs,
     'htdemucs': HTDemucs,
     'tfc_tdf': TFCTDFNet,
