@@ -66,6 +66,9 @@ class Lineage:
     slurm: tp.Dict[str, tp.Any] = field(default_factory=dict)
     bag: tp.Dict[str, BagEntry] = field(default_factory=dict)
     bag_segment: tp.Optional[float] = None    # the bag's chunk length (seconds), if any
+    # How a stage's model runs in the bag (pretrained.SETTINGS: overlap, shifts, midside,
+    # wiener), e.g. {'xumx': {'wiener': 1}}: danna's Wiener filter on two models of three.
+    bag_settings: tp.Dict[str, tp.Dict[str, tp.Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: tp.Set[str] = set()
@@ -86,6 +89,10 @@ class Lineage:
             if not weights or sum(weights.values()) <= 0 or min(weights.values()) < 0:
                 raise ValueError(f"Lineage {self.name}: the bag's weights for {source} must "
                                  f"be >= 0 with a positive sum, not {weights}.")
+        for stage in self.bag_settings:
+            if stage not in seen:
+                raise ValueError(f"Lineage {self.name}: bag_settings name an unknown stage "
+                                 f"{stage}.")
 
 
 @dataclass
@@ -226,7 +233,8 @@ def submit(launcher: tp.Any, lineage: Lineage, main: tp.Any) -> tp.List[Resolved
 def bag_config(lineage: Lineage, stages: tp.Sequence[Resolved],
                sources: tp.Sequence[str]) -> tp.Dict[str, tp.Any]:
     """The bag of `lineage.bag`: one model per stage used, with per source the weight the bag
-    gives it (0 for the sources it does not separate); `segment` if the lineage sets one."""
+    gives it (0 for the sources it does not separate); `segment` if the lineage sets one;
+    each model's `settings` if the lineage has `bag_settings`."""
     sigs = {item.stage.name: item.sig for item in stages}
     missing = [source for source in sources if source not in lineage.bag]
     if missing:
@@ -242,6 +250,9 @@ def bag_config(lineage: Lineage, stages: tp.Sequence[Resolved],
     config: tp.Dict[str, tp.Any] = {'models': models, 'weights': weights}
     if lineage.bag_segment is not None:
         config['segment'] = lineage.bag_segment
+    if lineage.bag_settings:
+        by_sig = {sigs[stage]: dict(settings) for stage, settings in lineage.bag_settings.items()}
+        config['settings'] = [by_sig.get(sig, {}) for sig in models]
     return config
 
 

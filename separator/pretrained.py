@@ -9,6 +9,13 @@ A repository is a folder. A name resolves to
       weights: [[1., 1., 0., 1.],   # optional: one list per model, one weight per source;
                 [1., 0., 1., 0.]]   # normalised per source over the models
       segment: 8                    # optional: chunk length (seconds) for every model
+      settings: [{overlap: 0.5, shifts: 0}, {wiener: 1}]   # optional: per model, how it runs
+
+`settings` (one mapping per model, `{}` for none) override the command's inference options
+for that model alone: `overlap`, `shifts`, `midside` (mid/side inference, stereo bags) and
+`wiener` (EM iterations of the multichannel Wiener filter on that model's estimates, before
+the blend: danna's MDX21 blend filters its two spectrogram models only). A model with
+`wiener` is separated whole before the blend (the filter needs the song), the others stream.
 
 The models of a bag may have different architectures, but must share their sources, sample
 rate and channel count. Run a bag (or a single model) with `apply_bag`.
@@ -27,6 +34,7 @@ from torch import nn
 
 from .apply import Block, Reader, apply_model, collect, merge, slice_reader, stream_model
 from .states import checkpoint_model, load_model, read_xp_checkpoint
+from .wiener import wiener_filter
 
 DEFAULT_REPO = Path('release_models')
 DEFAULT_XPS = Path('outputs/xps')        # Dora's XP folder (conf: dora.dir + /xps)
@@ -57,11 +65,14 @@ class BagOfModels(nn.Module):
         weights: one list per model with one weight per source (default: all 1); the
             estimate of a source is the weighted mean of the models' estimates.
         segment: if given, the chunk length in seconds used for every model.
+        settings: one mapping per model of inference options that override the caller's
+            for that model (`SETTINGS`: overlap, shifts, midside, wiener).
     """
 
     def __init__(self, models: tp.Sequence[nn.Module],
                  weights: tp.Optional[tp.Sequence[tp.Sequence[float]]] = None,
-                 segment: tp.Optional[float] = None):
+                 segment: tp.Optional[float] = None,
+                 settings: tp.Optional[tp.Sequence[tp.Mapping[str, tp.Any]]] = None):
         super().__init__()
         if not models:
             raise ModelLoadingError("A bag needs at least one model.")
@@ -83,6 +94,10 @@ class BagOfModels(nn.Module):
             weights = [[1.] * len(self.sources) for _ in models]
         check_weights(weights, len(models), self.sources)
         self.weights = [[float(w) for w in row] for row in weights]
+        if settings is None:
+            settings = [{} for _ in models]
+        check_settings(settings, len(models), self.audio_channels)
+        self.settings = [dict(item) for item in settings]
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("Run a bag with `separator.pretrained.apply_bag(bag, mix)`.")
@@ -111,6 +126,54 @@ def check_weights(weights: tp.Any, count: int, sources: tp.Sequence[str]) -> Non
                                     f"to a positive number.")
 
 
+SETTINGS = ('overlap', 'shifts', 'midside', 'wiener')   # per-model options of a bag
+
+
+def check_settings(settings: tp.Any, count: int, channels: int) -> None:
+    """Raise a ModelLoadingError unless `settings` is `count` mappings of valid `SETTINGS`."""
+    if not isinstance(settings, (list, tuple)) or len(settings) != count or \
+            not all(isinstance(item, dict) for item in settings):
+        raise ModelLoadingError(f"Bag settings must be {count} mapping(s), one per model "
+                                f"({{}} for none), got {settings!r}.")
+    for index, item in enumerate(settings):
+        unknown = set(item) - set(SETTINGS)
+        if unknown:
+            raise ModelLoadingError(f"Bag settings of model {index}: unknown {sorted(unknown)}; "
+                                    f"the settings are {', '.join(SETTINGS)}.")
+        checks = {'overlap': lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+                  'shifts': lambda v: isinstance(v, int) and v >= 0,
+                  'wiener': lambda v: isinstance(v, int) and v >= 0,
+                  'midside': lambda v: isinstance(v, bool)}
+        wanted = {'overlap': 'a number in [0, 1)', 'shifts': 'a whole number >= 0',
+                  'wiener': 'a whole number of iterations >= 0', 'midside': 'true or false'}
+        for key, value in item.items():
+            if isinstance(value, bool) and key != 'midside' or not checks[key](value):
+                raise ModelLoadingError(f"Bag settings of model {index}: {key} must be "
+                                        f"{wanted[key]}, got {value!r}.")
+        if item.get('midside') and channels != 2:
+            raise ModelLoadingError(f"Bag settings of model {index}: midside needs stereo "
+                                    f"models, these have {channels} channel(s).")
+
+
+def bag_members(model: nn.Module) -> tp.List[tp.Tuple[nn.Module, tp.Dict[str, tp.Any]]]:
+    """The models of a bag with their settings; a plain model alone, with none."""
+    if isinstance(model, BagOfModels):
+        return list(zip(model.models, model.settings))
+    return [(model, {})]
+
+
+def _member_stream(model: nn.Module, settings: tp.Mapping[str, tp.Any], read: Reader,
+                   length: int, kwargs: tp.Dict[str, tp.Any]) -> tp.Iterator[Block]:
+    """The stream of one model of a bag, run with its own settings over the caller's."""
+    options = {**kwargs, **{key: value for key, value in settings.items() if key != 'wiener'}}
+    iterations = settings.get('wiener', 0)
+    if not iterations:
+        return stream_model(model, read, length, **options)
+    estimates = collect(stream_model(model, read, length, **options), length)
+    mix = read(0, length).to(estimates.device)
+    return iter([(0, wiener_filter(mix, estimates, iterations))])
+
+
 def stream_bag(model: nn.Module, read: Reader, length: int, **kwargs: tp.Any
                ) -> tp.Iterator[Block]:
     """`apply.stream_model` for a bag or a single model: the estimates of every model of
@@ -118,7 +181,8 @@ def stream_bag(model: nn.Module, read: Reader, length: int, **kwargs: tp.Any
     if not isinstance(model, BagOfModels):
         return stream_model(model, read, length, **kwargs)
     # Made in order: each model draws its random shifts from the generator in turn.
-    streams = [stream_model(sub_model, read, length, **kwargs) for sub_model in model.models]
+    streams = [_member_stream(sub_model, settings, read, length, kwargs)
+               for sub_model, settings in bag_members(model)]
     totals = [sum(column) for column in zip(*model.weights)]
 
     def blend(estimates: tp.List[torch.Tensor]) -> torch.Tensor:
@@ -189,11 +253,11 @@ def _load_bag(path: Path, repo: Path) -> BagOfModels:
     if not isinstance(config, dict) or not isinstance(config.get('models'), list) \
             or not config['models']:
         raise ModelLoadingError(f"Bag {path} must be a mapping with `models: [SIG, ...]` "
-                                f"(and optional `weights` and `segment`).")
-    unknown = set(config) - {'models', 'weights', 'segment'}
+                                f"(and optional `weights`, `segment` and `settings`).")
+    unknown = set(config) - {'models', 'weights', 'segment', 'settings'}
     if unknown:
         raise ModelLoadingError(f"Bag {path} has unknown keys {sorted(unknown)}; the keys are "
-                                f"models, weights and segment.")
+                                f"models, weights, segment and settings.")
     names = [check_name(name, f"Bag {path}, models") for name in config['models']]
     missing = [name for name in names if not (repo / f'{name}.th').exists()]
     if missing:
@@ -206,7 +270,8 @@ def _load_bag(path: Path, repo: Path) -> BagOfModels:
                                 f"got {segment!r}.")
     models = [_load_package(repo / f'{name}.th') for name in names]
     try:
-        return BagOfModels(models, config.get('weights'), segment).eval()
+        return BagOfModels(models, config.get('weights'), segment,
+                           config.get('settings')).eval()
     except ModelLoadingError as error:
         raise ModelLoadingError(f"Bag {path}: {error}") from None
 

@@ -27,7 +27,7 @@ import tqdm
 from .apply import CHUNKINGS, count_calls
 from .data.audio import AudioError
 from .pretrained import (DEFAULT_REPO, BagOfModels, ModelLoadingError, apply_bag,
-                         compile_model, get_model, list_models, stream_bag)
+                         bag_members, compile_model, get_model, list_models, stream_bag)
 from .threads import set_threads
 from .track_io import StemWriter, open_track
 from .wiener import wiener_filter
@@ -233,9 +233,11 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
         # Mid/side needs the stereo track, also for a mono model (whose stems are then stereo).
         read, length = open_track(path, model.samplerate,
                                   2 if args.midside else model.audio_channels, stack)
-        total = sum(count_calls(sub, length, args.segment, args.overlap, args.shifts,
-                                 not args.no_split, args.batch_size, args.chunking)
-                    for sub in models)
+        total = sum(count_calls(sub, length, args.segment,
+                                settings.get('overlap', args.overlap),
+                                settings.get('shifts', args.shifts), not args.no_split,
+                                args.batch_size, args.chunking)
+                    for sub, settings in bag_members(model))
         bar = stack.enter_context(tqdm.tqdm(total=total, desc=path.name, unit='chunk',
                                             file=sys.stderr, leave=False, dynamic_ncols=True))
         # Each model advances the bar; a bag gets its models wrapped for the time of the call.

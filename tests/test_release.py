@@ -173,6 +173,53 @@ def test_bag(tiny_xp, repo, tmp_path):
         get_model('nothing', tmp_path)
 
 
+def test_bag_settings_per_model(tiny_xp, repo, tmp_path):
+    """`settings`: each model runs with its own overlap, shifts, mid/side and Wiener filter
+    (danna's blend filters two models of three), the others with the caller's options; the
+    command line and the progress count follow them; bad settings are named."""
+    cwd, sig = tiny_xp
+    package = safe_load(repo / f'{sig}.th')
+    atomic_save(package, tmp_path / f'{sig}.th')
+    generator = torch.Generator().manual_seed(4)
+    atomic_save(dict(package, state={k: v + 0.05 * torch.randn(v.shape, generator=generator)
+                                     if v.is_floating_point() else v
+                                     for k, v in package['state'].items()}),
+                tmp_path / 'other.th')
+    first, second = get_model(sig, tmp_path), get_model('other', tmp_path)
+    (tmp_path / 'tuned.yaml').write_text(yaml.safe_dump(
+        {'models': [sig, 'other'], 'weights': [[1, 1, 3, 1], [1, 2, 1, 1]],
+         'settings': [{'wiener': 1, 'overlap': 0.5}, {'midside': True}]}))
+    bag = get_model('tuned', tmp_path)
+    assert bag.settings == [{'wiener': 1, 'overlap': 0.5}, {'midside': True}]
+    mix = 0.1 * torch.randn(2, int(1.3 * first.samplerate), generator=generator)
+    with torch.inference_mode():
+        a = wiener_filter(mix, apply_model(first, mix, overlap=0.5), 1)
+        b = apply_model(second, mix, midside=True)
+        weights = torch.tensor([[1., 1, 3, 1], [1, 2, 1, 1]])[..., None, None]
+        expected = (weights[0] * a + weights[1] * b) / weights.sum(0)
+        torch.testing.assert_close(apply_bag(bag, mix), expected, atol=1e-6, rtol=1e-5)
+        # The caller's options apply to what a model's settings leave: shifts here.
+        shifted = apply_bag(bag, mix, shifts=1, generator=torch.Generator().manual_seed(0))
+        assert not torch.allclose(shifted, expected, atol=1e-4)
+    sf.write(tmp_path / 'song.wav', mix.numpy().T, 44100, subtype='FLOAT')
+    result = separate(['--repo', str(tmp_path), '-n', 'tuned', '--float32', '--clip-mode',
+                       'none', '--shifts', '0', 'song.wav'], tmp_path)
+    assert result.returncode == 0, result.stderr
+    stems = np.stack([sf.read(tmp_path / 'separated' / 'tuned' / 'song' / f'{source}.wav',
+                              dtype='float32')[0].T for source in SOURCES])
+    np.testing.assert_allclose(stems, expected.numpy(), atol=1e-5)
+    errors = {'unknown': ([{'wienner': 1}, {}], r"unknown \['wienner'\]"),
+              'count': ([{}], "2 mapping"),
+              'overlap': ([{'overlap': 1.5}, {}], r"overlap must be a number in \[0, 1\)"),
+              'shifts': ([{}, {'shifts': True}], "shifts must be a whole number"),
+              'wiener': ([{'wiener': -1}, {}], "wiener must be a whole number")}
+    for name, (settings, message) in errors.items():
+        (tmp_path / f'{name}.yaml').write_text(yaml.safe_dump(
+            {'models': [sig, 'other'], 'settings': settings}))
+        with pytest.raises(ModelLoadingError, match=f'{name}.yaml.*{message}'):
+            get_model(name, tmp_path)
+
+
 def separate(args: tp.Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
     return run_python(['-m', 'separator.separate', *args], cwd)
 
