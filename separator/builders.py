@@ -96,6 +96,31 @@ def get_tracks(dset: tp.Any) -> tp.Tuple[tp.List[TrackInfo], tp.List[TrackInfo],
     return train, valid, index(root / dset.test_split)
 
 
+def extra_tracks(dset: tp.Any, valid: tp.Sequence[TrackInfo]) -> tp.List[TrackInfo]:
+    """`dset.extra_train`: the tracks of the folders under `dset.musdb` that match its glob
+    patterns (KUIELab's offline copies, `tools.augment_dataset`), but the copies of
+    validation tracks (same track name)."""
+    patterns = list(dset.get('extra_train') or [])
+    if not patterns:
+        return []
+    if dset.clean_lists:
+        raise ValueError("dset.extra_train adds tracks that the clean lists of dset.clean_lists "
+                         "do not judge: use one or the other.")
+    root = absolute_path(dset.musdb)
+    held_out = {track.name for track in valid}
+    tracks: tp.List[TrackInfo] = []
+    for pattern in patterns:
+        folders = sorted(path for path in root.glob(pattern) if path.is_dir())
+        if not folders:
+            raise ValueError(f"dset.extra_train: {pattern!r} matches no folder of {root}: "
+                             f"write them with `python -m tools.augment_dataset {root}`.")
+        for folder in folders:
+            found = index_tracks(folder, dset.sources, dset.samplerate, dset.channels,
+                                 absolute_path(dset.metadata), dset.mixture_name)
+            tracks += [track for track in found if track.name not in held_out]
+    return tracks
+
+
 def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
                  ) -> tp.Tuple[TrainSegments, StridedSegments, WholeTracks]:
     """Train, valid and test sets; `xps` (Dora's XP folder) resolves `dset.clean_lists=SIG`."""
@@ -105,6 +130,10 @@ def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
     epoch_size = dset.epoch_size
     if epoch_size is None:
         epoch_size = max(1, math.ceil(sum(t.length for t in train) / segment))
+    extra = extra_tracks(dset, valid)
+    if extra:   # more tracks to draw from, the same epoch size (as KUIELab's loader)
+        logger.info("dset.extra_train: %d more training tracks", len(extra))
+        train = train + extra
     logger.info("Data: %d train, %d valid, %d test tracks; %d examples of %.1f s per epoch",
                 len(train), len(valid), len(test), epoch_size, dset.segment)
     repitch = get_repitch(cfg)
