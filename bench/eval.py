@@ -3,8 +3,9 @@ what `separator.metrics.bss_sdr(impl='museval')` runs) vs fast_bss_eval, side by
 run: seconds per call, speed-up over museval, and the largest |dB| difference to museval's
 per-frame SDR.
 
-    pip install fast_bss_eval==0.1.4     # the third peer (optional: skipped if missing)
+    (fast_bss_eval, the third peer, comes with `make install`: setup.py's dev extra)
     python -m bench.eval [--seconds 30] [--sources 4] [--repeats 3] [--threads 2]
+                         [--device cuda]
 
 The track is a synthetic song (`separator.data.synthetic`, stereo, 44.1 kHz; the first seed
 whose stems all play, since museval refuses a silent one), the estimates each stem at 0.9 plus
@@ -59,12 +60,21 @@ def with_museval(references: torch.Tensor, estimates: torch.Tensor, rate: int) -
     return sdr
 
 
+DEVICE = torch.device('cpu')    # where ours runs (--device); the peers run on the CPU
+
+
+def _synchronized(values: torch.Tensor) -> np.ndarray:
+    return values.cpu().numpy()      # waits for the device, so the time is the whole work
+
+
 def ours_sdr(references: torch.Tensor, estimates: torch.Tensor, rate: int) -> np.ndarray:
-    return bss_eval.bss_eval_sdr(references, estimates, rate).numpy()
+    return _synchronized(bss_eval.bss_eval_sdr(references.to(DEVICE), estimates.to(DEVICE),
+                                               rate))
 
 
 def ours_images(references: torch.Tensor, estimates: torch.Tensor, rate: int) -> np.ndarray:
-    return bss_eval.bss_eval_images(references, estimates, rate).sdr.numpy()
+    return _synchronized(bss_eval.bss_eval_images(references.to(DEVICE), estimates.to(DEVICE),
+                                                  rate).sdr)
 
 
 def with_fast_bss_eval(references: torch.Tensor, estimates: torch.Tensor, rate: int
@@ -105,7 +115,11 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument('--sources', type=int, default=4)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--device', default='cpu', help="device of ours (cuda: the GPU; the "
+                        "inputs are moved there inside the timed call)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     limits: tp.Any = None
     try:
@@ -139,7 +153,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     reference = results[methods[0][0]]
     peer = statistics.median(seconds[methods[0][0]])
     print(f"bss_eval v4 SDR, {args.sources} stereo sources x {args.seconds:g} s at 44.1 kHz "
-          f"({reference.shape[1]} frames of 1 s), {args.threads} threads, "
+          f"({reference.shape[1]} frames of 1 s), {args.threads} threads, ours on {DEVICE}, "
           f"{args.repeats} interleaved repeats")
     print(f"{'':44}{'median s':>10}{'best s':>10}{'speed-up':>10}{'max |dB| vs museval':>22}")
     for name, _ in methods:
