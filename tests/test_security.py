@@ -145,6 +145,12 @@ def test_a_bag_of_models_that_disagree_is_refused(tmp_path):
     (repo / 'bag.yaml').write_text(yaml.safe_dump({'models': ['a', 'b']}))
     with pytest.raises(ModelLoadingError, match=r'bag\.yaml.*same sources'):
         get_model('bag', repo)
+    slower = HDemucs(SOURCES, samplerate=22050, channels=4, depth=2, nfft=64, dconv_lstm=0,
+                     dconv_attn=0, segment=1)
+    atomic_save(serialize_model(slower), repo / 'c.th')
+    (repo / 'rates.yaml').write_text(yaml.safe_dump({'models': ['a', 'c']}))
+    with pytest.raises(ModelLoadingError, match=r'rates\.yaml.*same samplerate'):
+        get_model('rates', repo)
 
 
 def test_a_filename_without_stem_is_refused_before_any_work(tmp_path, song):
