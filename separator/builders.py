@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import distrib, states
-from .criterion import SourceLoss, XUMXLoss
+from .criterion import CRITERIA, SourceLoss
 from .data.clean_lists import clean_lists_folder, read_clean_lists
 from .data.musdb import TrackInfo, index_tracks, split_valid
 from .data.effects import Effects
@@ -207,33 +207,18 @@ def separators_of(sigs: tp.Sequence[str], xps: tp.Optional[Path]
 
 
 def get_criterion(cfg: tp.Any, model: torch.nn.Module) -> SourceLoss:
-    """The training and validation loss of `optim.loss` (`criterion.py`), its options checked
-    against the loss and the model: per-source weights, loss truncation (a warning, once, when
-    the per-process batch is too small for it to drop anything) and its ranking."""
+    """The training and validation loss of `optim.loss` (`criterion.CRITERIA`), its options
+    checked against the loss and the model: per-source weights, loss truncation (a warning,
+    once, when the per-process batch is too small for it to drop anything) and its ranking."""
     optim = cfg.optim
     weights = None if cfg.weights is None else list(cfg.weights)
     check_loss_options(optim.loss, weights, optim.loss_truncation)
     if optim.truncation_rank not in ('loss', 'relative'):
         raise ValueError(f"optim.truncation_rank={optim.truncation_rank!r}: use loss or "
                          f"relative.")
-    if optim.loss == 'neg_sdr' and optim.loss_truncation and optim.truncation_rank == 'relative':
-        raise ValueError("optim.truncation_rank=relative divides each loss by its target's "
-                         "level, but optim.loss=neg_sdr is already relative to it (in dB): "
-                         "use optim.truncation_rank=loss.")
-    if optim.loss in ('xumx', 'xumx_mwf'):
-        if not callable(getattr(model, 'magnitude', None)):
-            raise ValueError(f"optim.loss={optim.loss} needs a model with magnitude estimates "
-                             f"(model=xumx), not {type(model).__name__}: use model=xumx, or "
-                             f"another optim.loss.")
-        # An imported Open-Unmix's unnormalised STFT carries sqrt(n_fft) already (stft_gain).
-        complex_spectra = optim.loss == 'xumx_mwf'
-        return XUMXLoss(model.stft if complex_spectra else model.magnitude,
-                        model.n_fft / getattr(model, 'stft_gain', 1.) ** 2, optim.xumx_alpha,
-                        complex_spectra)
     if optim.loss_truncation:
         _warn_small_truncation_batch(optim.loss_truncation, cfg.batch_size)
-    return SourceLoss(optim.loss, weights, optim.loss_truncation, optim.truncation_rank,
-                      optim.stft_weight)
+    return CRITERIA[optim.loss](cfg, model)
 
 
 def _warn_small_truncation_batch(quantile: float, batch_size: int) -> None:

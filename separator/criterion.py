@@ -6,16 +6,16 @@ calls without knowing any loss by name.
     loss, losses = criterion.validation(estimate, sources)
 
 `losses` are per example and source, in the units of the validation loss, so that training
-and validation curves read alike. A new loss is a subclass here (or a new `kind` of
-`losses.source_losses`), its name in `losses.LOSSES` and one branch of
-`builders.get_criterion`.
+and validation curves read alike. A new loss is a factory in `CRITERIA` (name -> the
+criterion for a config and a model): a new `kind` of `losses.source_losses` for a per-source
+loss, or a subclass here; plus its `optim.loss` line in conf/config.yaml.
 """
 import math
 import typing as tp
 
 import torch
 
-from .losses import (source_losses, target_levels, truncation_mask, weighted_loss,
+from .losses import (LOSSES, source_losses, target_levels, truncation_mask, weighted_loss,
                      xumx_complex_loss, xumx_loss, xumx_time_loss)
 
 
@@ -98,3 +98,40 @@ class XUMXLoss(SourceLoss):
         with torch.no_grad():
             losses = self.source_losses(estimate, sources)
         return loss, losses
+
+
+Factory = tp.Callable[[tp.Any, torch.nn.Module], SourceLoss]
+
+
+def per_source_loss(cfg: tp.Any, model: torch.nn.Module) -> SourceLoss:
+    """`optim.loss` as a per-source loss, with `weights`, truncation and its ranking."""
+    optim = cfg.optim
+    if optim.loss == 'neg_sdr' and optim.loss_truncation and optim.truncation_rank == 'relative':
+        raise ValueError("optim.truncation_rank=relative divides each loss by its target's "
+                         "level, but optim.loss=neg_sdr is already relative to it (in dB): "
+                         "use optim.truncation_rank=loss.")
+    weights = None if cfg.weights is None else list(cfg.weights)
+    return SourceLoss(optim.loss, weights, optim.loss_truncation, optim.truncation_rank,
+                      optim.stft_weight)
+
+
+def xumx_criterion(cfg: tp.Any, model: torch.nn.Module) -> XUMXLoss:
+    """X-UMX's multi-domain loss (`xumx`) or danna's (`xumx_mwf`), for a model with
+    magnitude estimates (model=xumx)."""
+    loss = cfg.optim.loss
+    if not callable(getattr(model, 'magnitude', None)):
+        raise ValueError(f"optim.loss={loss} needs a model with magnitude estimates "
+                         f"(model=xumx), not {type(model).__name__}: use model=xumx, or "
+                         f"another optim.loss.")
+    # An imported Open-Unmix's unnormalised STFT carries sqrt(n_fft) already (stft_gain).
+    complex_spectra = loss == 'xumx_mwf'
+    return XUMXLoss(model.stft if complex_spectra else model.magnitude,
+                    model.n_fft / getattr(model, 'stft_gain', 1.) ** 2, cfg.optim.xumx_alpha,
+                    complex_spectra)
+
+
+CRITERIA: tp.Dict[str, Factory] = {
+    'l1': per_source_loss, 'mse': per_source_loss, 'l1_mrstft': per_source_loss,
+    'neg_sdr': per_source_loss, 'xumx': xumx_criterion, 'xumx_mwf': xumx_criterion,
+}
+assert set(CRITERIA) == set(LOSSES), "every loss name has its criterion"
