@@ -16,6 +16,9 @@ from .conftest import SOURCES, TINY, final_state, history, run_dora, run_python,
 TINY_MODELS = {
     'demucs': ['demucs.channels=8', 'demucs.depth=4', 'demucs.dconv_depth=1', 'svd.penalty=1e-4',
                'svd.min_size=0'],
+    'd3unet': ['d3unet.n_fft=1024', 'd3unet.hop_length=512', 'd3unet.bins=256',
+               'd3unet.layers=[2,2,2,2]', 'd3unet.growth=8', 'd3unet.attention_channels=32',
+               'd3unet.attention_dim=16', 'd3unet.attention_heads=2', 'd3unet.dropout=0'],
     'demucs_split': ['demucs_split.channels=8', 'demucs_split.depth=4',
                      'demucs_split.lstm_layers=1'],
     'tfc_tdf': ['tfc_tdf.n_fft=1024', 'tfc_tdf.hop_length=256', 'tfc_tdf.dim_f=512',
@@ -50,6 +53,7 @@ TINY_MODELS = {
 BUDGETS = {
     'demucs': ['epochs=10', 'optim.lr=3e-3'],
     'demucs_split': ['epochs=6', 'optim.lr=1e-2'],
+    'd3unet': ['epochs=4', 'optim.lr=3e-3'],
     'tfc_tdf': ['epochs=3', 'optim.lr=1e-2'],
     'tfc_tdf_v1': ['epochs=2', 'dset.epoch_size=192', 'optim.lr=1e-2'],
     'xumx': ['epochs=2', 'optim.lr=1e-2'],

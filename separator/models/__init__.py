@@ -2,6 +2,7 @@
 import typing as tp
 
 from .bsrnn import BSRNN
+from .d3unet import D3UNet
 from .demucs import Demucs
 from .demucs_split import DemucsSplit
 from .hdemucs import HDemucs
@@ -17,6 +18,7 @@ from .xumx import XUMX
 MODELS: tp.Dict[str, type] = {
     'demucs': Demucs,   # time-domain Demucs v3 (MDX21 Track A)
     'demucs_split': DemucsSplit,   # Demucs with one decoder per source (danna, MDX21)
+    'd3unet': D3UNet,   # D3Net U-Net with local attention (danna, MDX21)
     'hdemucs': HDemucs,
     'htdemucs': HTDemucs,
     'tfc_tdf': TFCTDFNet,
