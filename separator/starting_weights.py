@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .paths import absolute_path
-from .states import (architecture, build_model, has_checkpoint, load_checkpoint,
-                     read_xp_checkpoint)
+from .states import (build_model, checkpoint_architecture, checkpoint_of_package,
+                     has_checkpoint, load_checkpoint, read_xp_checkpoint)
 
 CHECKPOINT_SUFFIXES = ('.th', '.pt', '.pth', '.ckpt', '.bin')
 
@@ -74,7 +74,7 @@ def start_model(cfg: tp.Any, folder: tp.Optional[Path] = None) -> tp.Optional[to
     if not is_checkpoint_file(cfg.continue_from):
         return None
     if folder is not None and has_checkpoint(folder):
-        return build_model(architecture(load_checkpoint(folder)[0]['package']))
+        return build_model(checkpoint_architecture(load_checkpoint(folder)[0]))
     return build_model(imported_package(cfg))
 
 
@@ -82,9 +82,7 @@ def start_checkpoint(cfg: tp.Any, xp_folder: Path) -> dict:
     """The checkpoint whose best weights start the XP: that of XP `continue_from`, or the
     imported file's weights as one."""
     if is_checkpoint_file(cfg.continue_from):
-        package = imported_package(cfg)
-        return {'package': architecture(package), 'model': package['state'],
-                'best_state': package['state']}
+        return checkpoint_of_package(imported_package(cfg))
     return read_xp_checkpoint(cfg.continue_from, Path(xp_folder).parent,
                               f"continue_from={cfg.continue_from}")
 

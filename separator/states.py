@@ -244,6 +244,13 @@ def checkpoint_architecture(checkpoint: dict) -> dict:
     return architecture(checkpoint['package'])
 
 
+def checkpoint_of_package(package: dict) -> dict:
+    """A model package (weights included) as the checkpoint of an XP that ends with them: what
+    `continue_from=FILE` starts from, read with the functions above like any XP's."""
+    return {'package': architecture(package), 'model': package['state'],
+            'best_state': package['state']}
+
+
 def checkpoint_model(checkpoint: dict) -> torch.nn.Module:
     """The model of a checkpoint with its best weights (the quantized ones for an XP trained
     with DiffQ: those its validation and test ran with), float32, in eval mode, on CPU."""
