@@ -28,7 +28,7 @@ import yaml
 from ..states import PACKAGE_FORMAT, PackageError, build_model
 
 # The modules of this package, tried in this order.
-FORMATS = ('demucs', 'roformer', 'scnet', 'spleeter', 'umx')
+FORMATS = ('demucs', 'roformer', 'mdx23c', 'scnet', 'spleeter', 'umx')
 
 
 def importers() -> tp.List[tp.Any]:
