@@ -4,7 +4,8 @@ A recipe such as SDX23's is a chain of stages: an XP trains, a filter XP judges 
 it, the next XP starts from its weights (`continue_from=SIG`) on the clean stems
 (`dset.clean_lists=SIG`)... A stage's overrides name its parents with `From('stage')`; the
 signature of a stage therefore depends on its parents' signatures, which are known before
-anything runs, so the whole lineage is resolved at once:
+anything runs, so the whole lineage is resolved at once. A list value may hold several
+(`'mixer.models': [From('vocals'), From('drums')]`: a Mixer over two stages):
 
     lineage = Lineage('sdx23', base={'variant': 'sdx23'}, stages=[
         Stage('pretrain', {'optim.loss_truncation': 0.5}),
@@ -44,7 +45,13 @@ class Stage:
 
     @property
     def parents(self) -> tp.List[str]:
-        return [value.stage for value in self.overrides.values() if isinstance(value, From)]
+        """The stages named by `From` values, also inside lists (`mixer.models`), once each."""
+        names: tp.List[str] = []
+        for value in self.overrides.values():
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, From) and item.stage not in names:
+                    names.append(item.stage)
+        return names
 
 
 BagEntry = tp.Union[str, tp.Mapping[str, float]]
@@ -137,13 +144,23 @@ def is_done(cfg: tp.Any, history: tp.Sequence[dict]) -> bool:
     return len(history) >= cfg.epochs
 
 
+def substitute(value: tp.Any, sigs: tp.Mapping[str, str]) -> tp.Any:
+    """An override value with each `From` (alone or in a list) replaced by that stage's
+    signature."""
+    if isinstance(value, From):
+        return sigs[value.stage]
+    if isinstance(value, (list, tuple)):
+        return [substitute(item, sigs) for item in value]
+    return value
+
+
 def resolve(lineage: Lineage, main: tp.Any) -> tp.List[Resolved]:
     """Signatures and states of every stage; `main` is the Dora main (separator.train.main)."""
     resolved: tp.Dict[str, Resolved] = {}
     for stage in lineage.stages:
-        values = {}
-        for key, value in {**lineage.base, **stage.overrides}.items():
-            values[key] = resolved[value.stage].sig if isinstance(value, From) else value
+        sigs = {name: item.sig for name, item in resolved.items()}
+        values = {key: substitute(value, sigs)
+                  for key, value in {**lineage.base, **stage.overrides}.items()}
         argv = main.value_to_argv(values)
         resolved[stage.name] = Resolved(stage, argv, main.get_xp(argv), [], WAITING)
     stages = list(resolved.values())

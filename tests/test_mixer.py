@@ -43,6 +43,30 @@ def test_starts_as_the_average_and_learns_only_the_blend():
     assert [p for p in mixer.parameters() if p.requires_grad] == [mixer.blend.weight]
 
 
+def test_targets_start_each_source_from_its_own_separators():
+    """mixer.targets (KUIELab: one model per source): a source starts as the estimate of the
+    separators trained on it; a separator without target joins every source."""
+    models = separators()
+    packages = [serialize_model(m, state={}) for m in models]
+    mix = torch.randn(1, 2, 3000)
+    with torch.no_grad():
+        first, second = (m(mix) for m in models)
+        mixer = Mixer(SOURCES, separators=packages, targets=['drums', 'vocals'])
+        mixer.load_separators([m.state_dict() for m in models])
+        out = mixer.eval()(mix)
+        # drums from the first, vocals from the second, bass and other from both (no one's).
+        expected = torch.stack([first[:, 0], (first[:, 1] + second[:, 1]) / 2,
+                                (first[:, 2] + second[:, 2]) / 2, second[:, 3]], 1)
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+        mixer = Mixer(SOURCES, separators=packages, targets=['drums', None])
+        mixer.load_separators([m.state_dict() for m in models])
+        expected = torch.stack([(first[:, 0] + second[:, 0]) / 2, second[:, 1], second[:, 2],
+                                second[:, 3]], 1)
+        torch.testing.assert_close(mixer.eval()(mix), expected, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"mixer.targets=\['guitar', None\]"):
+        Mixer(SOURCES, separators=packages, targets=['guitar', None])
+
+
 def test_package_round_trip(tmp_path):
     mixer = mixer_of(separators()).eval()
     with torch.no_grad():
