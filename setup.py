@@ -23,9 +23,12 @@ REQUIRED = [
     'tqdm>=4.66',
     'pyyaml>=6.0',
     'pedalboard==0.9.26',
-    'librosa==0.11.0',
-    'matplotlib>=3.8',          # curves.png of every XP, tools.plot          # tools.automix: beat tracking and chroma (Demucs does the same)
+    'librosa==0.11.0',          # tools.automix: beat tracking and chroma (Demucs does the same)
+    'matplotlib>=3.8',          # curves.png of every XP, tools.plot; the page's spectrograms
 ]
+
+# `separator serve`: the web page to separate songs (FastAPI app served by uvicorn).
+SERVE = ['fastapi==0.165.0', 'uvicorn==0.55.0']
 
 # `python -m tools.export --onnx`: the exporter needs onnx and onnxscript; onnxruntime checks
 # the graph against PyTorch. Optional for users, installed by `make install` for the tests.
@@ -39,7 +42,9 @@ PEERS = ['BS-RoFormer==1.2.4', 'huggingface_hub==2.4.0', 'fast-bss-eval==0.1.4']
 EXTRAS = {
     'onnx': ONNX,
     'logging': LOGGING,
-    'dev': ['pytest>=8.0'] + ONNX + LOGGING + PEERS,
+    'serve': SERVE,
+    # selenium drives Debian's chromium in the page's test (`make test` installs both).
+    'dev': ['pytest>=8.0', 'selenium==4.51.0', 'httpx>=0.27'] + ONNX + LOGGING + SERVE + PEERS,
 }
 
 setup(
@@ -52,6 +57,7 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['separator', 'separator.*', 'tools', 'grids']),
     include_package_data=True,
+    package_data={'separator': ['web/*']},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     entry_points={'console_scripts': ['separator = separator.separate:main']},

@@ -280,7 +280,12 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
-    """The `separator` command; Ctrl-C ends it with one line and status 130."""
+    """The `separator` command; Ctrl-C ends it with one line and status 130.
+    `separator serve ...` starts the web page instead (`separator.serve`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['serve']:
+        from .serve import main as serve
+        return serve(argv[1:])
     try:
         return _separate(argv)
     except KeyboardInterrupt:
