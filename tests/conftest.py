@@ -77,6 +77,21 @@ def run_python(args: tp.Sequence[str], cwd: Path, timeout: float = 300
                           text=True, timeout=timeout)
 
 
+def separate_with_bag(cwd: Path, name: str, sources: tp.Sequence[str] = SOURCES,
+                      seconds: float = 3) -> Path:
+    """Separate a generated song (`cwd/song/mixture.wav`) with the model or bag `name` of
+    `cwd/release_models` through the `separator` command; check it wrote one stem per source
+    and return the song's mixture path."""
+    song = cwd / 'song'
+    write_track(song, seconds=seconds)
+    separated = run_python(['-m', 'separator.separate', '-n', name, '--repo', 'release_models',
+                            '-o', 'separated', '-j', '1', str(song / 'mixture.wav')], cwd)
+    assert separated.returncode == 0, separated.stdout + separated.stderr
+    out = cwd / 'separated' / name / 'mixture'
+    assert sorted(path.name for path in out.iterdir()) == [f'{s}.wav' for s in sorted(sources)]
+    return song / 'mixture.wav'
+
+
 def assert_overfits(make_model: tp.Callable[[], torch.nn.Module], steps: int = 50,
                     lr: float = 3e-3) -> None:
     """A model made by `make_model` for 2 mono sources must fit one example: a low sine

@@ -5,7 +5,7 @@ import json
 
 import yaml
 
-from .conftest import run_dora, run_python, write_track, xp_folder
+from .conftest import run_dora, run_python, separate_with_bag, xp_folder
 from .test_sdx23 import parse_table
 
 STAGES = ['xumx', 'unet', 'demucs']
@@ -40,11 +40,4 @@ def test_tiny_lineage_runs_end_to_end_and_its_bag_blends(tmp_path):
     for index, source in enumerate(SOURCES):
         assert [row[index] for row in bag['weights']] == WEIGHTS[source], (source, bag)
     assert bag['settings'] == [{}, {'wiener': 1}, {}]
-    song = tmp_path / 'song'
-    write_track(song, seconds=3)
-    separated = run_python(['-m', 'separator.separate', '-n', 'mdx21_danna_tiny', '--repo',
-                            'release_models', '-o', 'separated', str(song / 'mixture.wav')],
-                           tmp_path)
-    assert separated.returncode == 0, separated.stdout + separated.stderr
-    out = tmp_path / 'separated' / 'mdx21_danna_tiny' / 'mixture'
-    assert sorted(path.name for path in out.iterdir()) == [f'{s}.wav' for s in sorted(SOURCES)]
+    separate_with_bag(tmp_path, 'mdx21_danna_tiny')

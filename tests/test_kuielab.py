@@ -13,7 +13,7 @@ from separator.apply import apply_model
 from separator.lineage import From, Lineage, Stage
 from separator.pretrained import apply_bag, get_model
 
-from .conftest import SOURCES, final_state, run_dora, run_python, write_track
+from .conftest import SOURCES, final_state, run_dora, run_python, separate_with_bag
 from .test_sdx23 import parse_table
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -143,18 +143,11 @@ def test_tiny_lineage_runs_end_to_end_and_its_bag_blends_per_source(tmp_path):
                    'weights': [MIXER_WEIGHTS, DEMUCS_WEIGHTS],
                    'settings': [{'shifts': 0}, {'overlap': 0.5, 'shifts': 0}]}
 
-    song = tmp_path / 'song'
-    write_track(song, seconds=3)
-    separated = run_python(['-m', 'separator.separate', '-n', 'mdx21_kuielab_tiny', '--repo',
-                            'release_models', '-o', 'separated', '-j', '1',
-                            str(song / 'mixture.wav')], tmp_path)
-    assert separated.returncode == 0, separated.stdout + separated.stderr
-    out = tmp_path / 'separated' / 'mdx21_kuielab_tiny' / 'mixture'
-    assert sorted(path.name for path in out.iterdir()) == [f'{s}.wav' for s in sorted(SOURCES)]
+    mixture = separate_with_bag(tmp_path, 'mdx21_kuielab_tiny')
 
     # The bag's estimate of each source is (w x Mixer + (10 - w) x Demucs) / 10, Demucs run
     # with overlap 0.5 (which changes its estimates) and no shifts.
-    audio, _ = sf.read(song / 'mixture.wav', dtype='float32')
+    audio, _ = sf.read(mixture, dtype='float32')
     mix = torch.from_numpy(audio.T.copy())
     with torch.no_grad():
         blended = apply_bag(get_model('mdx21_kuielab_tiny', repo), mix)

@@ -5,7 +5,7 @@ import json
 
 import yaml
 
-from .conftest import run_dora, run_python, write_track, xp_folder
+from .conftest import run_dora, run_python, separate_with_bag, xp_folder
 from .test_sdx23 import parse_table
 
 MODELS = ['demucs', 'demucs_db', 'hdemucs_mask', 'hdemucs_cac']
@@ -49,11 +49,4 @@ def test_tiny_lineage_runs_end_to_end_and_its_bag_blends(tmp_path):
         for model, used in zip(MODELS, uses):
             weight = by_model.get(sigs[f'{model}_ft'], [0] * 4)[sources.index(source)]
             assert weight == used, (source, model, bag)
-    song = tmp_path / 'song'
-    write_track(song, seconds=3)
-    separated = run_python(['-m', 'separator.separate', '-n', 'mdx_tiny', '--repo',
-                            'release_models', '-o', 'separated', str(song / 'mixture.wav')],
-                           tmp_path)
-    assert separated.returncode == 0, separated.stdout + separated.stderr
-    out = tmp_path / 'separated' / 'mdx_tiny' / 'mixture'
-    assert sorted(path.name for path in out.iterdir()) == [f'{s}.wav' for s in sorted(sources)]
+    separate_with_bag(tmp_path, 'mdx_tiny')

@@ -9,7 +9,7 @@ import yaml
 
 from separator.lineage import From, Lineage, Stage
 
-from .conftest import run_dora, run_python, write_track, xp_folder
+from .conftest import run_dora, run_python, separate_with_bag, xp_folder
 
 STAGES = ['pretrain_q0.7', 'pretrain_q0.5', 'pretrain_q0.3', 'filter1', 'joint', 'filter2',
           'vocals', 'bass', 'drums', 'other_q0.9', 'other']
@@ -174,15 +174,7 @@ def test_tiny_lineage_runs_end_to_end_and_its_bag_separates(tmp_path):
     bag = yaml.safe_load((tmp_path / 'release_models' / 'sdx23_tiny.yaml').read_text())
     assert bag['models'] == [sigs[source] for source in ('drums', 'bass', 'other', 'vocals')]
     assert bag['weights'] == [[1. if i == j else 0. for j in range(4)] for i in range(4)]
-    song = tmp_path / 'song'
-    write_track(song, seconds=3)
-    separated = run_python(['-m', 'separator.separate', '-n', 'sdx23_tiny', '--repo',
-                            'release_models', '-o', 'separated', str(song / 'mixture.wav')],
-                           tmp_path)
-    assert separated.returncode == 0, separated.stdout + separated.stderr
-    out = tmp_path / 'separated' / 'sdx23_tiny' / 'mixture'
-    assert sorted(path.name for path in out.iterdir()) == [
-        'bass.wav', 'drums.wav', 'other.wav', 'vocals.wav']
+    separate_with_bag(tmp_path, 'sdx23_tiny')
 
     # Running it again finds every stage done and trains nothing.
     again = run_python(['-m', 'tools.lineage', 'sdx23_tiny'], tmp_path)

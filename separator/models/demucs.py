@@ -42,6 +42,21 @@ from .base import SeparationModel, capture_init
 from .hdemucs import LayerScale, rescale_module
 
 
+def valid_conv_length(length: int, depth: int, kernel_size: int, stride: int,
+                      resample: bool) -> int:
+    """The least input length >= `length` for which `depth` convs (no padding) leave no step
+    over, through the x2 resampling if `resample`: the waveform U-Nets' (Demucs v2/v3)."""
+    if resample:
+        length *= 2
+    for _ in range(depth):
+        length = max(1, math.ceil((length - kernel_size) / stride) + 1)
+    for _ in range(depth):
+        length = (length - 1) * stride + kernel_size
+    if resample:
+        length = math.ceil(length / 2)
+    return int(length)
+
+
 def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
     """Keep the middle `length` steps of `x` (the odd extra step is cut on the right)."""
     delta = x.shape[-1] - length
@@ -303,15 +318,8 @@ class Demucs(SeparationModel):
     def valid_length(self, length: int) -> int:
         """The input length for which no conv leaves steps over; `forward` pads any input to
         it (half each side) and trims the output back."""
-        if self.resample:
-            length *= 2
-        for _ in range(self.depth):
-            length = max(1, math.ceil((length - self.kernel_size) / self.stride) + 1)
-        for _ in range(self.depth):
-            length = (length - 1) * self.stride + self.kernel_size
-        if self.resample:
-            length = math.ceil(length / 2)
-        return int(length)
+        return valid_conv_length(length, self.depth, self.kernel_size, self.stride,
+                                 self.resample)
 
     # -- forward ------------------------------------------------------------------------
 

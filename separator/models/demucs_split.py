@@ -28,7 +28,6 @@ segments, batch 3 with 21 accumulated batches, Adam 3e-4, mixed precision (varia
 Full size (`channels=48`, depth 6, 4 stereo sources): 191,928,152 parameters, 103.9 M of them
 in the BLSTM and its Linear (1536 channels deep down).
 """
-import math
 import typing as tp
 
 import julius
@@ -37,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import SeparationModel, capture_init
-from .demucs import center_trim
+from .demucs import center_trim, valid_conv_length
 from .hdemucs import rescale_module
 
 
@@ -99,15 +98,8 @@ class DemucsSplit(SeparationModel):
     def valid_length(self, length: int) -> int:
         """The input length for which no conv leaves steps over; `forward` pads any input to
         it (half each side) and trims the output back."""
-        if self.resample:
-            length *= 2
-        for _ in range(self.depth):
-            length = max(1, math.ceil((length - self.kernel_size) / self.stride) + 1)
-        for _ in range(self.depth):
-            length = (length - 1) * self.stride + self.kernel_size
-        if self.resample:
-            length = math.ceil(length / 2)
-        return int(length)
+        return valid_conv_length(length, self.depth, self.kernel_size, self.stride,
+                                 self.resample)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """`[B, C, T]` mixture -> `[B, S, C, T]` estimated sources, any T."""
