@@ -88,6 +88,8 @@ def get_tracks(dset: tp.Any) -> tp.Tuple[tp.List[TrackInfo], tp.List[TrackInfo],
     train_folder = (absolute_path(dset.train_folder) if dset.train_folder
                     else root / dset.train_split)
     train = index(train_folder)
+    if dset.get('valid_on_train'):   # aimless SDX23: no held-out set, the training tracks
+        return train, list(train), index(root / dset.test_split)
     if dset.valid_split:   # a validation set of its own (DnR's cv)
         valid = index(root / dset.valid_split)
     else:
@@ -107,7 +109,7 @@ def extra_tracks(dset: tp.Any, valid: tp.Sequence[TrackInfo]) -> tp.List[TrackIn
         raise ValueError("dset.extra_train adds tracks that the clean lists of dset.clean_lists "
                          "do not judge: use one or the other.")
     root = absolute_path(dset.musdb)
-    held_out = {track.name for track in valid}
+    held_out = set() if dset.get('valid_on_train') else {track.name for track in valid}
     tracks: tp.List[TrackInfo] = []
     for pattern in patterns:
         folders = sorted(path for path in root.glob(pattern) if path.is_dir())
@@ -134,12 +136,17 @@ def get_datasets(cfg: tp.Any, xps: tp.Optional[Path] = None
     if extra:   # more tracks to draw from, the same epoch size (as KUIELab's loader)
         logger.info("dset.extra_train: %d more training tracks", len(extra))
         train = train + extra
+    clean = None
+    if dset.clean_lists:
+        clean = read_clean_lists(clean_lists_folder(dset.clean_lists, xps), dset.sources)
+        if dset.get('valid_on_train'):   # the tracks whose stems are all clean (aimless's)
+            valid = [track for track in valid
+                     if all(track.name in clean[source] for source in dset.sources)]
     logger.info("Data: %d train, %d valid, %d test tracks; %d examples of %.1f s per epoch",
                 len(train), len(valid), len(test), epoch_size, dset.segment)
     repitch = get_repitch(cfg)
     effects = get_effects(cfg)
-    if dset.clean_lists:
-        clean = read_clean_lists(clean_lists_folder(dset.clean_lists, xps), dset.sources)
+    if clean is not None:
         train_set = RemixSegments(train, dset.sources, segment, epoch_size, cfg.seed, clean,
                                   repitch=repitch, effects=effects)
         logger.info("Clean stems per source: %s",
