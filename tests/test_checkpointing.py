@@ -11,6 +11,7 @@ from separator.checkpointing import enable_checkpointing
 from separator.models.bsrnn import BSRNN
 from separator.models.hdemucs import HDemucs
 from separator.models.htdemucs import HTDemucs
+from separator.models.roformer import BSRoFormer, MelRoFormer
 
 from .conftest import SOURCES, TINY, run_dora, signature, xp_folder
 
@@ -21,6 +22,12 @@ SMALL = {
                                dconv_lstm=1, dconv_attn=1),
     'bsrnn': lambda: BSRNN(SOURCES, dim=8, num_layers=2, rnn_hidden=8, n_fft=512,
                            hop_length=128),
+    'bs_roformer': lambda: BSRoFormer(SOURCES, dim=16, depth=2, heads=2, dim_head=8,
+                                      n_fft=256, hop_length=64, dropout=0.2,
+                                      freqs_per_bands=[1] * 9 + [8] * 15),
+    'mel_roformer': lambda: MelRoFormer(SOURCES, dim=16, depth=2, heads=2, dim_head=8,
+                                        n_fft=256, hop_length=64, num_bands=8,
+                                        value_residual=True, attn_gates=True),
 }
 
 

@@ -20,6 +20,22 @@ bins, narrow at low frequencies, wide at high ones):
 * each source is its complex mask times the mixture STFT, inverted to exactly the input
   length.
 
+**Bands in batches.** The per-band layers run batched rather than one band after another
+(`BandBatches`): the bands are cut into a few batches of similar widths (`group_bands`:
+BS-RoFormer's 62 bands make 6, one per width), and each batch's norms and Linears are one
+masked batched norm and one `torch.baddbmm` over its bands' features zero-padded to its
+widest band (a band's norm statistics are over its own features only; the padded weights
+are zeros, so the padding stays zero and its outputs are dropped). The mask MLPs' norms and
+hidden layers, the same size for every band, are one batched op over all bands. The
+parameters stay per band, as they always were (`BandSplit.projections`,
+`MaskEstimator.mlps`: the checkpoint layout, what the importers write and what older
+checkpoints hold; the batching adds no saved state): each forward stacks (and pads) them,
+a copy of the weights, cheap next to the matmuls, whose gradients flow back to each band's
+parameters (stacked parameters, mapped to and from these names by state-dict hooks, would
+save that copy but leave the bands' modules without parameters of their own). On CPU a batch runs batched only while each band's activations are small
+(`CPU_BATCH_LIMIT`: beyond, the batched tensors leave the caches and one band after
+another is faster); on GPUs always (one kernel instead of one per band).
+
 The STFT is `spec.spectro` / `spec.ispectro`: Hann window of `n_fft`, hop `hop_length`,
 normalized, centred with reflect padding (inputs of at most `n_fft // 2` samples are
 zero-padded first, then trimmed). FFTs run in float32, so the models run under bf16 autocast.
@@ -262,8 +278,172 @@ def band_widths(bands: tp.Sequence[Band], audio_channels: int) -> tp.List[int]:
     return [(stop - start) * audio_channels * 2 for start, stop in bands]
 
 
+# ----------------------------------------------------------------------------------------
+# Bands in batches
+
+# What one more batch of bands costs, in bins of zero padding (see `group_bands`): the fixed
+# cost of a batched matmul (a few ops forward and backward, or kernel launches) against the
+# work on padded zeros.
+BATCH_OVERHEAD_BINS = 16
+
+# On CPU, a batch of bands runs as one batched op only while each band's activations are at
+# most this many values (tokens x features): beyond, the batched tensors no longer fit in the
+# caches and one band after another (each band's activations cache-resident) is faster
+# (measured on a 2-core EPYC, one thread: the batched mask MLPs take 0.4x the time of the
+# per-band ones at 44 tokens x 64 hidden features, 0.7x at 87 x 96, 1.1x at 348 x 96 or
+# 87 x 512, 1.5x at 518 x 512). Accelerators always run batched (a kernel per band is what
+# costs there).
+CPU_BATCH_LIMIT = 2 ** 14
+
+
+def run_batched(x: torch.Tensor, values_per_band: int) -> bool:
+    """Whether bands whose activations are `values_per_band` each run batched on x's device
+    (`CPU_BATCH_LIMIT`); always when compiled, exported or traced (one graph for any size,
+    no guard on it: the fewer ops the better there)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type != 'cpu':
+        return True
+    return values_per_band <= CPU_BATCH_LIMIT
+
+
+def group_bands(widths: tp.Sequence[int], overhead: int = BATCH_OVERHEAD_BINS
+                ) -> tp.List[tp.List[int]]:
+    """Band indices in batches of similar widths (`widths`: bins per band), each to run as
+    one batched matmul over its bands zero-padded to its widest: the bands sorted by width
+    (ties in band order), cut where the padded bins plus `overhead` per batch are the fewest
+    (dynamic programming over the cuts). BS-RoFormer's 62 bands make 6 batches (2, 4, 12,
+    24, 48 and 128 or 129 bins), Mel-RoFormer's 60 mel bands 14 (6 % of padding)."""
+    order = sorted(range(len(widths)), key=lambda band: widths[band])
+    sorted_widths = [widths[band] for band in order]
+    cost = [0.] + [math.inf] * len(order)      # cost[end]: of the best cuts of order[:end]
+    last_cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):
+            candidate = cost[start] + (end - start) * sorted_widths[end - 1] + overhead
+            if candidate < cost[end]:
+                cost[end], last_cut[end] = candidate, start
+    batches = []
+    end = len(order)
+    while end:
+        batches.append(order[last_cut[end]:end])
+        end = last_cut[end]
+    return batches[::-1]
+
+
+class BandBatches:
+    """How `BandSplit` and `MaskEstimator` run their per-band layers batched: the bands in
+    batches of similar widths (`group_bands`), each band's features (`features` per bin: the
+    channels' real and imaginary parts) zero-padded to the widest band of its batch.
+
+    Attributes:
+        bands: `(start, stop)` bin ranges; `widths`: their bins.
+        batches: band indices per batch; `order`: all of them, batch after batch.
+        padded: bins of each batch's bands once padded (its widest band's).
+        in_order: `order` is the bands' own order (widths that never decrease).
+    """
+    def __init__(self, bands: tp.Sequence[Band], audio_channels: int,
+                 overhead: int = BATCH_OVERHEAD_BINS):
+        self.bands = list(bands)
+        self.features = 2 * audio_channels
+        self.widths = [stop - start for start, stop in self.bands]
+        self.batches = group_bands(self.widths, overhead)
+        self.order = [band for batch in self.batches for band in batch]
+        self.padded = [max(self.widths[band] for band in batch) for batch in self.batches]
+        self.in_order = self.order == list(range(len(self.bands)))
+
+    def spans(self) -> tp.Iterator[tp.Tuple[int, tp.List[int], int]]:
+        """(position in `order` of its first band, band indices, padded bins) per batch."""
+        start = 0
+        for batch, padded in zip(self.batches, self.padded):
+            yield start, batch, padded
+            start += len(batch)
+
+    def is_padded(self, batch: tp.Sequence[int], padded: int) -> bool:
+        return any(self.widths[band] != padded for band in batch)
+
+    def feature_range(self, batch: tp.Sequence[int], padded: int
+                      ) -> tp.Optional[tp.Tuple[int, int]]:
+        """The batch's features as one range of the flattened `[bins * features]` (bands of
+        one width, next to each other, in order), or None where they must be gathered."""
+        if self.is_padded(batch, padded):
+            return None
+        for band, following in zip(batch, batch[1:]):
+            if following != band + 1 or self.bands[following][0] != self.bands[band][1]:
+                return None
+        return self.bands[batch[0]][0] * self.features, self.bands[batch[-1]][1] * self.features
+
+    def padded_bins(self, batch: tp.Sequence[int], padded: int, pad_bin: int) -> tp.List[int]:
+        """The STFT bin of each padded bin of the batch, band after band; `pad_bin` for the
+        padding."""
+        bins: tp.List[int] = []
+        for band in batch:
+            start, stop = self.bands[band]
+            bins += list(range(start, stop)) + [pad_bin] * (padded - (stop - start))
+        return bins
+
+    def real_features(self, batch: tp.Sequence[int]) -> tp.List[int]:
+        return [self.widths[band] * self.features for band in batch]
+
+
+def pad_features(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """`tensor` zero-padded along its last dimension to `width`."""
+    extra = width - tensor.shape[-1]
+    return F.pad(tensor, (0, extra)) if extra else tensor
+
+
+def pad_glu_outputs(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Weight `[2 * out, in]` or bias `[2 * out]` of a Linear followed by a GLU -> for `width`
+    outputs of the GLU: each half (values, then gates) zero-padded to `width` rows (the padded
+    outputs are 0 * sigmoid(0) = 0)."""
+    out = tensor.shape[0] // 2
+    if out == width:
+        return tensor
+    halves = tensor.reshape(2, out, -1)
+    return F.pad(halves, (0, 0, 0, width - out)).reshape(2 * width, *tensor.shape[1:])
+
+
+def batched_norm(x: torch.Tensor, kind: str, eps: float, weight: torch.Tensor,
+                 bias: tp.Optional[torch.Tensor], counts: tp.Optional[torch.Tensor] = None
+                 ) -> torch.Tensor:
+    """`make_norm(kind, ...)` of each band at once: `x` `[bands, N, W]`, each band's own
+    `weight` (and LayerNorm's `bias`) `[bands, W]`. With `counts` `[bands, 1, 1]`, band `k`
+    has only `counts[k]` real features, then zeros (also zeros in `weight` and `bias`): its
+    statistics are those of its real features and its padding stays zero. Computed in
+    float32, returned in x's dtype (as `RMSNorm`)."""
+    y = x.float()
+    weight, width = weight.float()[:, None], y.shape[-1]
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        if counts is None:
+            return values.mean(-1, keepdim=True)
+        return values.sum(-1, keepdim=True) / counts
+
+    if kind == 'layer':
+        assert bias is not None
+        centred = y - mean(y)
+        if counts is not None:   # the padding must not count in the variance
+            centred = centred * (torch.arange(width, device=y.device) < counts)
+        y = centred * torch.rsqrt(mean(centred.square()) + eps)
+        return (y * weight + bias.float()[:, None]).to(x.dtype)
+    if kind == 'rms_l2':     # F.normalize(y) * sqrt(features) * weight, per band
+        scale = width ** 0.5 if counts is None else counts.sqrt()
+        norm = y.square().sum(-1, keepdim=True).sqrt().clamp_min(1e-12)
+        return (y / norm * scale * weight).to(x.dtype)
+    return (y * torch.rsqrt(mean(y.square()) + eps) * weight).to(x.dtype)
+
+
+def norm_eps(norm: nn.Module) -> float:
+    return float(getattr(norm, 'eps', 0.))
+
+
 class BandSplit(nn.Module):
     """Per band: its complex bins of all channels as real features -> norm -> Linear to `dim`.
+
+    The bands run in batches of similar widths (`BandBatches`): a batch's norms and Linears
+    are one batched norm and one `baddbmm` over its bands' features zero-padded to its widest
+    band, the per-band weights (`projections`, one `Sequential(norm, Linear)` per band: the
+    checkpoint layout) stacked and padded on the fly. A batch of bands of one width, next to
+    each other, reads its features in place; others gather theirs, and do so only while
+    small on CPU (`run_batched`; else their bands run one after another).
 
     Args:
         bands: `(start, stop)` bin ranges.
@@ -275,16 +455,88 @@ class BandSplit(nn.Module):
                  norm: str = 'rms'):
         super().__init__()
         self.bands = list(bands)
+        self.norm = norm
         self.projections = nn.ModuleList(
             nn.Sequential(make_norm(norm, width), nn.Linear(width, dim))
             for width in band_widths(bands, audio_channels))
+        self.batches = BandBatches(bands, audio_channels)
+        self.n_bins = max(stop for _, stop in self.bands)
+        features = self.batches.features
+        # per batch: its range of the flattened features, or None and where to gather them
+        # (`gather_index[offset:offset + length]`; the padding reads a zero feature after the
+        # last)
+        self.ranges = [self.batches.feature_range(batch, padded)
+                       for _, batch, padded in self.batches.spans()]
+        gather: tp.List[int] = []
+        self.gather_offsets = []
+        for (_, batch, padded), span in zip(self.batches.spans(), self.ranges):
+            self.gather_offsets.append(len(gather))
+            if span is None:
+                gather += [bin_ * features + offset
+                           for bin_ in self.batches.padded_bins(batch, padded, self.n_bins)
+                           for offset in range(features)]
+        self.register_buffer('gather_index', torch.tensor(gather, dtype=torch.long,
+                                                          device='cpu'), persistent=False)
+        counts = [count for batch in self.batches.batches
+                  for count in self.batches.real_features(batch)]
+        self.register_buffer('feature_counts', torch.tensor(counts, dtype=torch.float32,
+                                                            device='cpu'), persistent=False)
+
+    def stacked(self, batch: tp.Sequence[int], width: int) -> tp.Tuple[torch.Tensor, ...]:
+        """The batch's norm weights (and biases: LayerNorm) `[n, width]`, Linear weights
+        `[n, width, dim]` and biases `[n, 1, dim]`, zero-padded to `width` features."""
+        modules = [self.projections[band] for band in batch]
+        norm_weight = torch.stack([pad_features(norm.weight, width) for norm, _ in modules])
+        norm_bias = (torch.stack([pad_features(norm.bias, width) for norm, _ in modules])
+                     if self.norm == 'layer' else None)
+        weight = torch.stack([pad_features(linear.weight, width) for _, linear in modules])
+        bias = torch.stack([linear.bias for _, linear in modules])
+        return norm_weight, norm_bias, weight.transpose(1, 2), bias[:, None]
+
+    def project_batch(self, x: torch.Tensor, start: int, batch: tp.Sequence[int],
+                      padded: int) -> torch.Tensor:
+        """Features `[N, n * width]` of the batch's `n` bands (padded to `width`) -> their
+        tokens `[n, N, dim]`. `start`: the batch's first position in `batches.order`."""
+        width = padded * self.batches.features
+        x = x.view(x.shape[0], len(batch), width).transpose(0, 1)       # [n, N, width]
+        counts = None
+        if self.batches.is_padded(batch, padded):
+            counts = self.feature_counts[start:start + len(batch), None, None]
+        norm_weight, norm_bias, weight, bias = self.stacked(batch, width)
+        normed = batched_norm(x, self.norm, norm_eps(self.projections[batch[0]][0]),
+                              norm_weight, norm_bias, counts)
+        return torch.baddbmm(bias, normed, weight)
+
+    def project(self, flat: torch.Tensor, band: int) -> torch.Tensor:
+        """One band's tokens `[N, dim]` from the flattened spectrogram `[N, bins * features]`,
+        by its own modules."""
+        start, stop = self.bands[band]
+        features = self.batches.features
+        return self.projections[band](flat[:, start * features:stop * features])
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """`[B, T, F, C, 2]` real spectrogram -> `[B, T, K, dim]` band tokens."""
+        """`[B, T, F, C, 2]` real spectrogram -> `[B, T, K, dim]` band tokens (a view of a
+        band-major `[K, B, T, dim]` tensor: what the Transformers along time want)."""
         B, T = spec.shape[:2]
-        tokens = [project(spec[:, :, start:stop].reshape(B, T, -1))
-                  for (start, stop), project in zip(self.bands, self.projections)]
-        return torch.stack(tokens, dim=2)
+        flat = spec[:, :, :self.n_bins].reshape(B * T, -1)
+        padded_flat: tp.Optional[torch.Tensor] = None
+        tokens: tp.List[tp.Optional[torch.Tensor]] = [None] * len(self.bands)   # [B * T, dim]
+        for index, (start, batch, padded) in enumerate(self.batches.spans()):
+            span, length = self.ranges[index], len(batch) * padded * self.batches.features
+            if span is not None:
+                x = flat[:, span[0]:span[1]]
+            elif run_batched(spec, B * T * length // len(batch)):
+                if padded_flat is None:
+                    padded_flat = F.pad(flat, (0, self.batches.features))
+                offset = self.gather_offsets[index]
+                x = padded_flat.index_select(1, self.gather_index[offset:offset + length])
+            else:
+                for band in batch:
+                    tokens[band] = self.project(flat, band)
+                continue
+            for band, band_tokens in zip(batch, self.project_batch(x, start, batch, padded)):
+                tokens[band] = band_tokens
+        return torch.stack(tokens).view(len(self.bands), B, T, -1).permute(1, 2, 0, 3)
 
 
 class MaskMLP(nn.Sequential):
@@ -325,6 +577,13 @@ class MaskEstimator(nn.Module):
     """One source's complex mask: per band, `MaskMLP` on its tokens; the masks of overlapping
     bands are averaged per bin.
 
+    Batched (the per-band MLPs in `mlps` are the checkpoint layout, their weights stacked on
+    the fly): the norms and the hidden layers of all bands are one batched norm and one
+    `baddbmm` each (every band has `dim` inputs and `hidden` outputs); the last Linear (to
+    each band's own width) runs in batches of similar widths (`BandBatches`), padded to the
+    widest; the padded outputs are dropped. On CPU with many tokens (`run_batched`) the MLPs
+    run one band after another instead (`per_band`).
+
     Args:
         bands: `(start, stop)` bin ranges; they may overlap but must cover all `n_bins`.
         audio_channels: channels of the spectrogram.
@@ -339,24 +598,97 @@ class MaskEstimator(nn.Module):
         super().__init__()
         self.bands = list(bands)
         self.audio_channels = audio_channels
+        self.n_bins = n_bins
+        self.norm = norm
+        self.layers = layers
         self.mlps = nn.ModuleList(MaskMLP(dim, hidden, width, norm, layers)
                                   for width in band_widths(bands, audio_channels))
+        self.hidden_features = hidden if layers else dim
+        self.batches = BandBatches(bands, audio_channels)
         coverage = band_coverage(bands, n_bins)
         self.overlapping = bool((coverage != 1).any())
-        if self.overlapping:
-            index = torch.cat([torch.arange(start, stop, device='cpu') for start, stop in bands])
-            self.register_buffer('bin_index', index, persistent=False)
-            self.register_buffer('inverse_coverage', 1 / coverage.float(), persistent=False)
+        # the bands one after the other from bin 0: their masks side by side are the masks
+        edges = [bin_ for band in self.bands for bin_ in band]
+        self.contiguous = not self.overlapping and edges == sorted(edges)
+        # ... and so are those of the batches (in band order, none padded)
+        self.direct = (self.contiguous and self.batches.in_order
+                       and not any(self.batches.is_padded(batch, padded)
+                                   for _, batch, padded in self.batches.spans()))
+        self.register_buffer('band_order', torch.tensor(self.batches.order, device='cpu'),
+                             persistent=False)
+        self.register_buffer('band_bins', torch.cat([
+            torch.arange(start, stop, device='cpu') for start, stop in self.bands]),
+            persistent=False)
+        bins = [bin_ for _, batch, padded in self.batches.spans()
+                for bin_ in self.batches.padded_bins(batch, padded, n_bins)]
+        self.register_buffer('bin_index', torch.tensor(bins, device='cpu'), persistent=False)
+        self.register_buffer('inverse_coverage', 1 / coverage.float(), persistent=False)
+
+    def layer(self, mlp: nn.Module, index: int) -> nn.Module:
+        """The `index`-th Linear of a `MaskMLP` (its last: `self.layers`)."""
+        return mlp[(0 if self.norm is None else 1) + 2 * index]
+
+    def hidden(self, x: torch.Tensor, mlps: tp.Sequence[nn.Module]) -> torch.Tensor:
+        """Band-major tokens `[K, N, dim]` (the bands of `mlps`) -> after the norm and the
+        hidden layers `[K, N, hidden]` (or `[K, N, dim]` normed with no hidden layer)."""
+        if self.norm is not None:
+            norms = [mlp[0] for mlp in mlps]
+            x = batched_norm(x, self.norm, norm_eps(norms[0]),
+                             torch.stack([norm.weight for norm in norms]),
+                             torch.stack([norm.bias for norm in norms])
+                             if self.norm == 'layer' else None)
+        for index in range(self.layers):
+            linears = [self.layer(mlp, index) for mlp in mlps]
+            weight = torch.stack([linear.weight for linear in linears]).transpose(1, 2)
+            bias = torch.stack([linear.bias for linear in linears])[:, None]
+            x = torch.tanh(torch.baddbmm(bias, x, weight))
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, T, K, dim]` band tokens -> `[B, T, F, C, 2]` float32 complex mask (re, im)."""
+        """`[B, T, K, dim]` band tokens -> `[B, T, F, C, 2]` float32 complex mask (re, im):
+        `batched`, or on CPU with many tokens `per_band` (`run_batched`)."""
+        B, T = x.shape[:2]
+        if run_batched(x, B * T * self.hidden_features):
+            return self.batched(x)
+        return self.per_band(x)
+
+    def per_band(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward`, one band after another."""
         B, T = x.shape[:2]
         per_band = x.movedim(2, 0).contiguous().unbind(0)     # K x [B, T, dim], contiguous
         masks = torch.cat([mlp(tokens) for tokens, mlp in zip(per_band, self.mlps)], dim=-1)
         masks = masks.float().view(B, T, -1, self.audio_channels, 2)
-        if not self.overlapping:
-            return masks        # contiguous bands, in order: already one mask per bin
-        return overlap_add_masks(masks, self.bin_index, self.inverse_coverage)
+        if self.contiguous:
+            return masks        # the bands in order, one after the other: one mask per bin
+        return overlap_add_masks(masks, self.band_bins, self.inverse_coverage)
+
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward`, the bands batched."""
+        B, T, K, _ = x.shape
+        tokens = x.permute(2, 0, 1, 3)                                 # [K, B, T, dim]
+        if not self.batches.in_order:
+            tokens = tokens.index_select(0, self.band_order)
+        mlps = [self.mlps[band] for band in self.batches.order]
+        hidden = self.hidden(tokens.reshape(K, B * T, -1), mlps)
+        features = self.batches.features
+        masks = []
+        # split, not sliced: the gradient of each slice would be a zero-filled full copy
+        per_batch = hidden.split([len(batch) for batch in self.batches.batches])
+        for (start, batch, padded), inputs in zip(self.batches.spans(), per_batch):
+            width = padded * features
+            linears = [self.layer(mlp, self.layers) for mlp in mlps[start:start + len(batch)]]
+            weight = torch.stack([pad_glu_outputs(linear.weight, width) for linear in linears])
+            bias = torch.stack([pad_glu_outputs(linear.bias, width) for linear in linears])
+            out = torch.baddbmm(bias[:, None], inputs, weight.transpose(1, 2))
+            masks.append(F.glu(out, dim=-1).transpose(0, 1).reshape(B * T, -1))
+        mask = torch.cat(masks, dim=-1).float()
+        if self.direct:
+            return mask.view(B, T, self.n_bins, self.audio_channels, 2)
+        summed = mask.new_zeros(B * T, self.n_bins + 1, features).index_add(
+            1, self.bin_index, mask.view(B * T, -1, features))[:, :self.n_bins]
+        if self.overlapping:
+            summed = summed * self.inverse_coverage[:, None]
+        return summed.view(B, T, self.n_bins, self.audio_channels, 2)
 
 
 def apply_masks(masks: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
@@ -364,7 +696,7 @@ def apply_masks(masks: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     imaginary pairs) -> complex `[B, S, C, F, T]`. Real arithmetic on contiguous real and
     imaginary parts (fast, and ONNX-exportable: the exporter lacks most complex ops)."""
     mask_re, mask_im = masks.permute(5, 0, 1, 4, 3, 2).contiguous()     # [B, S, C, F, T]
-    spec_re, spec_im = spec.permute(4, 0, 1, 2, 3)[:, :, None]           # [B, 1, C, F, T]
+    spec_re, spec_im = spec.permute(4, 0, 1, 2, 3).contiguous()[:, :, None]   # [B, 1, C, F, T]
     real = mask_re * spec_re - mask_im * spec_im
     imag = mask_re * spec_im + mask_im * spec_re
     return torch.view_as_complex(torch.stack([real, imag], dim=-1))

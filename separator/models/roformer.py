@@ -106,6 +106,29 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return x * cos + rotated * sin
 
 
+def signed_sin(sin: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
+    """`sin` `[L, d]` with the sign of the first channel of each pair flipped, for `rotate`."""
+    if interleaved:
+        pairs = sin.unflatten(-1, (-1, 2))
+        return torch.stack([-pairs[..., 0], pairs[..., 1]], dim=-1).flatten(-2)
+    first, second = sin.chunk(2, dim=-1)
+    return torch.cat([-first, second], dim=-1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+           interleaved: bool = False) -> torch.Tensor:
+    """`apply_rotary` in three passes over `x` instead of five: `x * cos + swapped(x) *
+    signed_sin(sin)`, `swapped` exchanging the two channels of each pair (the rotation's
+    `-x2 sin, x1 sin` terms); `torch.addcmul` fuses the last multiply-add."""
+    if interleaved:
+        pairs = x.unflatten(-1, (-1, 2))
+        swapped = torch.stack([pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+    else:
+        first, second = x.chunk(2, dim=-1)
+        swapped = torch.cat([second, first], dim=-1)
+    return torch.addcmul(x * cos, swapped, sin_signed)
+
+
 # ----------------------------------------------------------------------------------------
 # Transformer layers
 
@@ -142,15 +165,21 @@ class RotaryAttention(nn.Module):
         mixing) `[N, heads, L, dim_head]`, the `first_values` of the later blocks."""
         N, L, _ = x.shape
         normed = self.norm(x)
-        qkv = self.to_qkv(normed).view(N, L, 3, self.heads, self.dim_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)                      # [N, heads, L, dim_head]
+        # queries, keys and values each from its own rows of `to_qkv` (one Linear in the
+        # checkpoints): each [N, L, heads * dim_head] is contiguous, so the gradients of the
+        # attention (laid out [N, heads, L, dim_head]) reach it with one transposing copy,
+        # where a fused projection would need two (stacking them, then reordering)
+        inner = self.heads * self.dim_head
+        q, k, v = (F.linear(normed, weight).view(N, L, self.heads, self.dim_head).transpose(1, 2)
+                   for weight in self.to_qkv.weight.split(inner))   # [N, heads, L, dim_head]
         values = v
         if self.to_value_mix is not None and first_values is not None:
             v = torch.lerp(v, first_values, self.per_head(self.to_value_mix, normed))
         cos, sin = rotary_cos_sin(L, self.dim_head, x.device, q.dtype,
                                   interleaved=self.interleaved)
-        q = apply_rotary(q, cos, sin, self.interleaved)
-        k = apply_rotary(k, cos, sin, self.interleaved)
+        sin = signed_sin(sin, self.interleaved)
+        q = rotate(q, cos, sin, self.interleaved)
+        k = rotate(k, cos, sin, self.interleaved)
         dropout = self.dropout if self.training else 0.
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         if self.to_gates is not None:
@@ -204,6 +233,8 @@ class FeedForward(nn.Sequential):
 class TransformerLayer(nn.Module):
     """Attention (`RotaryAttention`, or `LinearAttention` with `linear`) then feed-forward,
     each a residual branch, on `[N, L, dim]`."""
+    checkpoint_unit = True     # optim.checkpointing recomputes it (separator/checkpointing.py)
+
     def __init__(self, dim: int, heads: int, dim_head: int, ff_mult: float, dropout: float,
                  ff_dropout: tp.Optional[float] = None, norm: str = 'rms', gates: bool = False,
                  value_mix: bool = False, rotary: str = 'half', linear: bool = False):
