@@ -17,7 +17,8 @@ import demucs.demucs
 import pytest
 import torch
 
-from separator.models.demucs import BLSTM, DConv, Demucs, LocalState
+from separator.models.demucs import DConv, Demucs
+from separator.models.hdemucs import BLSTM, LocalAttention
 
 SOURCES = ['drums', 'bass', 'other', 'vocals']
 LENGTH = 33053     # a prime
@@ -127,7 +128,7 @@ def test_mdx21_lstm_runs_over_windows():
 def test_blstm_windows_equal_demucs(steps):
     torch.manual_seed(0)
     theirs = demucs.demucs.BLSTM(4, layers=2, max_steps=16, skip=True)
-    ours = BLSTM(4, layers=2, max_steps=16, skip=True)
+    ours = BLSTM(4, layers=2, max_steps=16, skip=True, demucs_windows=True)
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(2, 4, steps)
     with torch.no_grad():
@@ -147,7 +148,7 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
 def test_local_attention_equals_demucs(steps):
     theirs = demucs.demucs.LocalState(16, heads=4, ndecay=4)
     randomize(theirs, 6)
-    ours = LocalState(16, heads=4, ndecay=4)
+    ours = LocalAttention(16, heads=4, ndecay=4)
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(2, 16, steps)
     with torch.no_grad():

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import SeparationModel, capture_init
-from .hdemucs import LayerScale, rescale_module
+from .hdemucs import BLSTM, LayerScale, LocalAttention, rescale_module
 
 
 def valid_conv_length(length: int, depth: int, kernel_size: int, stride: int,
@@ -65,105 +65,10 @@ def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
     return x[..., delta // 2:x.shape[-1] - (delta - delta // 2)]
 
 
-class BLSTM(nn.Module):
-    """Bidirectional LSTM over `[B, C, T]` with as many hidden units as channels.
-
-    Sequences longer than `max_steps` are cut into windows of `max_steps` steps, one every
-    `max_steps // 2`, the last ones zero padded; each step takes its output from the window
-    where it is furthest from the edges (the first window keeps its start, the last its end).
-    `skip`: add the input to the output.
-    """
-    checkpoint_unit = True     # optim.checkpointing recomputes it
-
-    def __init__(self, dim: int, layers: int = 1, max_steps: tp.Optional[int] = None,
-                 skip: bool = False):
-        super().__init__()
-        if max_steps is not None and max_steps % 4:
-            raise ValueError(f"BLSTM: max_steps={max_steps} must be a multiple of 4.")
-        self.max_steps = max_steps
-        self.lstm = nn.LSTM(bidirectional=True, num_layers=layers, hidden_size=dim,
-                            input_size=dim)
-        self.linear = nn.Linear(2 * dim, dim)
-        self.skip = skip
-
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.lstm(x.permute(2, 0, 1))[0]
-        return self.linear(y).permute(1, 2, 0)
-
-    def _run_windows(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, T = x.shape
-        width = tp.cast(int, self.max_steps)
-        hop = width // 2
-        margin = hop // 2
-        frames = math.ceil(T / hop)
-        padded = F.pad(x, (0, (frames - 1) * hop + width - T))
-        windows = padded.unfold(-1, width, hop).permute(0, 2, 1, 3)  # [B, frames, C, width]
-        out = self._run(windows.reshape(B * frames, C, width)).view(B, frames, C, width)
-        parts = [out[:, 0, :, :width - margin]]
-        parts += [out[:, k, :, margin:width - margin] for k in range(1, frames - 1)]
-        parts.append(out[:, -1, :, margin:])
-        return torch.cat(parts, -1)[..., :T]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.max_steps is not None and x.shape[-1] > self.max_steps:
-            y = self._run_windows(x)
-        else:
-            y = self._run(x)
-        return x + y if self.skip else y
-
-
-class LocalState(nn.Module):
-    """Attention without positional embedding, with a learnt penalty on the distance.
-
-    Each query weighs `ndecay` penalties `-d * |t - s| / sqrt(ndecay)` (d = 1..ndecay) by a
-    sigmoid / 2 of a projection of itself, so each head learns how local it is. A step never
-    attends to itself. Residual: returns `x + proj(attention)`.
-    """
-    checkpoint_unit = True     # optim.checkpointing recomputes it
-
-    def __init__(self, channels: int, heads: int = 4, ndecay: int = 4):
-        super().__init__()
-        if channels % heads:
-            raise ValueError(f"Demucs local attention: {channels} channels do not divide into "
-                             f"{heads} heads; change `channels`, `growth` or `dconv_comp`.")
-        self.heads = heads
-        self.ndecay = ndecay
-        self.content = nn.Conv1d(channels, channels, 1)
-        self.query = nn.Conv1d(channels, channels, 1)
-        self.key = nn.Conv1d(channels, channels, 1)
-        self.query_decay = nn.Conv1d(channels, heads * ndecay, 1)
-        # Small decays at first (sigmoid(-2)): a wide window.
-        self.query_decay.weight.data *= 0.01
-        self.query_decay.bias.data.fill_(-2.)
-        self.proj = nn.Conv1d(channels, channels, 1)
-
-    def _decay(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, heads, T keys, T queries]` distance penalties."""
-        B, _, T = x.shape
-        steps = torch.arange(T, device=x.device, dtype=x.dtype)
-        distance = (steps[:, None] - steps[None, :]).abs()
-        decays = torch.arange(1, self.ndecay + 1, device=x.device, dtype=x.dtype)
-        kernel = -decays[:, None, None] * distance / self.ndecay ** 0.5   # [D, T, T]
-        weights = torch.sigmoid(self.query_decay(x).view(B, self.heads, -1, T)) / 2
-        return torch.einsum('dts,bhds->bhts', kernel, weights)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, T = x.shape
-        queries = self.query(x).view(B, self.heads, -1, T)
-        keys = self.key(x).view(B, self.heads, -1, T)
-        dots = torch.einsum('bhct,bhcs->bhts', keys, queries) / keys.shape[2] ** 0.5
-        dots = dots + self._decay(x)
-        dots = dots.masked_fill(torch.eye(T, device=x.device, dtype=torch.bool), -100.)
-        weights = torch.softmax(dots, dim=2)   # over the keys t
-        content = self.content(x).view(B, self.heads, -1, T)
-        result = torch.einsum('bhts,bhct->bhcs', weights, content).reshape(B, C, T)
-        return x + self.proj(result)
-
-
 def dconv_layer(channels: int, hidden: int, dilation: int, kernel: int, init: float,
                 lstm: bool, attn: bool) -> nn.Sequential:
     """One DConv sub-layer: conv to `hidden` -> GroupNorm(1) -> GELU -> [BLSTM] ->
-    [LocalState] -> 1x1 conv to 2 * channels -> GroupNorm(1) -> GLU -> LayerScale.
+    [LocalAttention] -> 1x1 conv to 2 * channels -> GroupNorm(1) -> GLU -> LayerScale.
 
     Modules are created in demucs' order (the convs, then attention, then the BLSTM), so
     that a seed gives demucs' initial weights."""
@@ -173,9 +78,9 @@ def dconv_layer(channels: int, hidden: int, dilation: int, kernel: int, init: fl
     tail: tp.List[nn.Module] = [
         nn.Conv1d(hidden, 2 * channels, 1), nn.GroupNorm(1, 2 * channels), nn.GLU(1),
         LayerScale(channels, init)]
-    middle: tp.List[nn.Module] = [LocalState(hidden)] if attn else []
+    middle: tp.List[nn.Module] = [LocalAttention(hidden)] if attn else []
     if lstm:
-        middle.insert(0, BLSTM(hidden, layers=2, max_steps=200, skip=True))
+        middle.insert(0, BLSTM(hidden, layers=2, max_steps=200, skip=True, demucs_windows=True))
     return nn.Sequential(*head, *middle, *tail)
 
 
@@ -276,7 +181,7 @@ class Demucs(SeparationModel):
                 channels, chout, groups, dconv_kw if dconv_mode & 2 else None, last=index == 0))
             chin = channels
             channels = int(growth * channels)
-        self.lstm = BLSTM(chin, lstm_layers) if lstm_layers else None
+        self.lstm = BLSTM(chin, lstm_layers, max_steps=None, skip=False) if lstm_layers else None
         if rescale:
             rescale_module(self, reference=rescale)
 

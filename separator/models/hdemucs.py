@@ -242,21 +242,24 @@ class LayerScale(nn.Module):
 
 
 class BLSTM(nn.Module):
-    """Residual bidirectional LSTM over `[N, C, T]`.
+    """Bidirectional LSTM over `[N, C, T]`, then a Linear back to `C`; residual with `skip`.
 
     Long sequences are cut into windows of `max_steps` overlapping by half; only the centre
-    of each window is kept, so every step sees at least `max_steps // 4` of context.
+    of each window is kept, so every step sees at least `max_steps // 4` of context. Demucs
+    counts ceil(T / hop) windows (some of them past the end), we count the fewest that cover
+    T: `demucs_windows` counts as Demucs (the time-domain Demucs, and HDemucs models of compat
+    'demucs', see `use_demucs_windows`).
     """
     checkpoint_unit = True     # optim.checkpointing recomputes it
 
-    def __init__(self, dim: int, layers: int = 2, max_steps: tp.Optional[int] = 200):
+    def __init__(self, dim: int, layers: int = 2, max_steps: tp.Optional[int] = 200,
+                 skip: bool = True, demucs_windows: bool = False):
         super().__init__()
         if max_steps is not None and max_steps % 4:
-            raise ValueError("max_steps must be a multiple of 4.")
+            raise ValueError(f"BLSTM: max_steps={max_steps} must be a multiple of 4.")
         self.max_steps = max_steps
-        # Demucs counts ceil(T / hop) windows (some of them past the end); we count the
-        # fewest that cover T. Models of compat 'demucs' count as Demucs (`use_demucs_windows`).
-        self.demucs_windows = False
+        self.skip = skip
+        self.demucs_windows = demucs_windows
         self.lstm = nn.LSTM(dim, dim, num_layers=layers, bidirectional=True)
         self.linear = nn.Linear(2 * dim, dim)
 
@@ -264,11 +267,9 @@ class BLSTM(nn.Module):
         y = self.lstm(x.permute(2, 0, 1))[0]
         return self.linear(y).permute(1, 2, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_windows(self, x: torch.Tensor) -> torch.Tensor:
         B, C, T = x.shape
-        width = self.max_steps
-        if width is None or T <= width:
-            return x + self._run(x)
+        width = tp.cast(int, self.max_steps)
         hop = width // 2
         margin = hop // 2
         frames = math.ceil(T / hop) if self.demucs_windows else math.ceil((T - width) / hop) + 1
@@ -279,7 +280,14 @@ class BLSTM(nn.Module):
         parts = [out[:, 0, :, :width - margin]]
         parts += [out[:, k, :, margin:width - margin] for k in range(1, frames - 1)]
         parts.append(out[:, -1, :, margin:])
-        return x + torch.cat(parts, -1)[..., :T]
+        return torch.cat(parts, -1)[..., :T]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_steps is not None and x.shape[-1] > self.max_steps:
+            y = self._run_windows(x)
+        else:
+            y = self._run(x)
+        return x + y if self.skip else y
 
 
 class LocalAttention(nn.Module):
@@ -293,13 +301,14 @@ class LocalAttention(nn.Module):
     def __init__(self, channels: int, heads: int = 4, ndecay: int = 4):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"LocalAttention: {channels} channels not divisible by {heads} "
-                             f"heads; change `channels` or `dconv_comp`.")
+            raise ValueError(f"Local attention: {channels} channels do not divide into {heads} "
+                             f"heads; change `channels`, `growth` or `dconv_comp`.")
         self.heads = heads
         self.ndecay = ndecay
+        # Created in Demucs' order, so that a seed gives Demucs' initial weights.
+        self.content = nn.Conv1d(channels, channels, 1)
         self.query = nn.Conv1d(channels, channels, 1)
         self.key = nn.Conv1d(channels, channels, 1)
-        self.content = nn.Conv1d(channels, channels, 1)
         self.query_decay = nn.Conv1d(channels, heads * ndecay, 1)
         # Start with small decays (sigmoid(-2)), i.e. a wide initial window.
         self.query_decay.weight.data *= 0.01
