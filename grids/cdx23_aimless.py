@@ -3,7 +3,7 @@
     dora grid cdx23_aimless --dry_run --init     # the two models, their signatures and states
     dora grid cdx23_aimless                      # submit them
     python -m tools.lineage cdx23_aimless        # without Slurm: both in turn, then the bag
-    separator -n cdx23_aimless --midside FILM.wav    # speech / music / sfx of a stereo mix
+    separator -n cdx23_aimless FILM.wav          # speech / music / sfx of a (stereo) film
 
 aimless (C4DM, QMUL; github.com/aim-qmul/sdx23-aimless, README and cfg/cdx_a/) trained two
 mono models on Divide and Remaster (`dset=dnr`, `variant=aimless_cdx`: tr + cv, no
@@ -19,24 +19,26 @@ At inference (README; their submission code is not public): HDemucs separates th
 right, mid and side channels of the stereo mixture, combined linearly; BandSplitRNN's music
 is Wiener-filtered; the final music is the average of the two models' music, speech and
 sfx are HDemucs's alone. The bag (BAG below): speech and sfx from hdemucs, music from
-both, weight 1 each.
+both, weight 1 each; each model runs as theirs did (AIMLESS_SETTINGS, the bag's per-model
+`settings`, `separator.pretrained`): hdemucs with `midside` (the mono model separates L, R,
+mid and side each alone; the bag then reads and writes stereo), bsrnn on each channel alone,
+its music Wiener-filtered (one EM iteration) against the residual, mixture - music
+(`wiener_sources: [music]`), its untrained speech and sfx left out of the filter. On a mono
+mixture (DnR's own test set, `tools.test_pretrained`) there is no side: hdemucs runs plainly.
 
 Where we differ, and why:
 - "music only": our mixture is the sum of the sources an XP trains on, so BandSplitRNN
-  separates the three sources with the loss on music only (`weights=[0, 1, 0]`) and the bag takes only
-  its music.
+  separates the three sources with the loss on music only (`weights=[0, 1, 0]`) and the bag
+  takes only its music.
 - its loss: theirs is MDLoss (the MSE of the complex masked spectrogram + 10 x a weighted
   SDR in the time domain); ours has no such loss for a waveform model: the negative SDR,
   their HDemucs's.
 - their BandSplitRNN's LSTMs have 128 units projected to 64 per direction and group norms of
   4 groups; ours (model=bsrnn) 128 units without projection and one group.
-- mid/side and the Wiener filter are not yet bag settings for these models: a bag's
-  `midside` is refused for mono models, and the Wiener filter of a bag member filters all of
-  its sources, where BandSplitRNN's speech and sfx are untrained (theirs filtered the music
-  against the residual, mixture - music). Until `separator/pretrained.py` supports both
-  (AIMLESS_SETTINGS: a bag's `midside` for mono models, its output then stereo, and
-  `wiener_sources: [music]`), `--midside` on the command line gives mid/side to both models
-  and the bag has no Wiener filter.
+- mid/side: theirs combined the four estimates with weights of their submission code (not
+  public); ours averages the two estimates of each channel, L' = (L + M + S) / 2 and
+  R' = (R + M - S) / 2 (`apply.apply_model`). `--midside` on the command line would also
+  give mid/side to bsrnn.
 - an epoch here is 1000 optimizer steps: 30 epochs of HDemucs, 99 of BandSplitRNN.
 """
 import typing as tp
@@ -62,22 +64,23 @@ FULL = {
     'bsrnn': {'dset.segment': 3, 'batch_size': 16, 'dset.epoch_size': 16000, 'epochs': 99},
 }
 BAG = {'speech': 'hdemucs', 'music': {'hdemucs': 1, 'bsrnn': 1}, 'sfx': 'hdemucs'}
-# How aimless ran each model: HDemucs on L, R, mid and side; BandSplitRNN's music filtered
-# against the residual. Not bag settings of mono models yet (see the module doc).
+# How aimless ran each model (the bag's settings): HDemucs on L, R, mid and side;
+# BandSplitRNN's music filtered against the residual.
 AIMLESS_SETTINGS = {'hdemucs': {'midside': True},
                     'bsrnn': {'wiener': 1, 'wiener_sources': ['music']}}
 
 
 def cdx23_aimless(name: str = 'cdx23_aimless', variant: str = 'aimless_cdx',
                   scale: tp.Mapping[str, dict] = FULL, slurm: tp.Optional[dict] = None,
-                  bag_settings: tp.Optional[tp.Mapping[str, dict]] = None) -> Lineage:
+                  bag_settings: tp.Mapping[str, dict] = AIMLESS_SETTINGS) -> Lineage:
     """The lineage: `variant` holds what both models share, `scale` each model's chunk,
-    batch and epochs (and sizes), `bag_settings` how each runs in the bag (none by
-    default: AIMLESS_SETTINGS once the bag supports them)."""
+    batch and epochs (and sizes), `bag_settings` how each runs in the bag (theirs by
+    default; `{}`: both plainly)."""
     stages = [Stage(model, {**overrides, **scale.get(model, {})})
               for model, overrides in MODELS.items()]
     return Lineage(name, stages, base={'variant': variant}, slurm=slurm or {}, bag=BAG,
-                   bag_settings=dict(bag_settings or {}))
+                   bag_settings={stage: dict(settings)
+                                 for stage, settings in bag_settings.items()})
 
 
 # One GPU per model (their configs leave `devices` to the default).

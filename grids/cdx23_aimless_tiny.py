@@ -2,7 +2,7 @@
 epoch each, then the bag (the plumbing: the models learn little).
 
     python -m tools.lineage cdx23_aimless_tiny
-    separator -n cdx23_aimless_tiny --repo release_models --midside FILM.wav
+    separator -n cdx23_aimless_tiny --repo release_models FILM.wav
 
 `variant=aimless_cdx_tiny` reads a DnR-layout folder at data/dnr_tiny (mono
 {tr,cv,tt}/<id>/{mix,speech,music,sfx}.wav; tests/test_aimless.py writes one of band-limited

@@ -74,7 +74,7 @@ class Lineage:
     bag: tp.Dict[str, BagEntry] = field(default_factory=dict)
     bag_segment: tp.Optional[float] = None    # the bag's chunk length (seconds), if any
     # How a stage's model runs in the bag (pretrained.SETTINGS: overlap, shifts, midside,
-    # wiener), e.g. {'xumx': {'wiener': 1}}: danna's Wiener filter on two models of three.
+    # wiener, wiener_sources), e.g. {'xumx': {'wiener': 1}}: danna's Wiener filter on two models of three.
     bag_settings: tp.Dict[str, tp.Dict[str, tp.Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

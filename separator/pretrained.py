@@ -12,10 +12,22 @@ A repository is a folder. A name resolves to
       settings: [{overlap: 0.5, shifts: 0}, {wiener: 1}]   # optional: per model, how it runs
 
 `settings` (one mapping per model, `{}` for none) override the command's inference options
-for that model alone: `overlap`, `shifts`, `midside` (mid/side inference, stereo bags) and
-`wiener` (EM iterations of the multichannel Wiener filter on that model's estimates, before
-the blend: danna's MDX21 blend filters its two spectrogram models only). A model with
-`wiener` is separated whole before the blend (the filter needs the song), the others stream.
+for that model alone:
+
+- `overlap`, `shifts`: as the command's;
+- `midside`: mid/side inference (`apply.apply_model`); a stereo model also separates
+  [M, S], a mono model separates L, R, M and S each alone (aimless's CDX23 HDemucs) and
+  its output is stereo, so is then the bag's (`mix_channels`: 2). On a mono mixture (a mono
+  bag evaluated on a mono test set) there is no side and the model runs as is;
+- `wiener`: EM iterations of the multichannel Wiener filter on that model's estimates,
+  before the blend (danna's MDX21 blend filters its two spectrogram models only);
+- `wiener_sources` (with `wiener`): filter only these sources, against the residual
+  (mixture minus their sum) as one extra source; the model's other estimates are left as
+  they are (aimless's CDX23 BandSplitRNN, trained on music only, its music filtered).
+
+A model with `wiener` is separated whole before the blend (the filter needs the song), the
+others stream. In a stereo bag of mono models (one has `midside`), a model without
+`midside` separates each channel on its own.
 
 The models of a bag may have different architectures, but must share their sources, sample
 rate and channel count. Run a bag (or a single model) with `apply_bag`.
@@ -66,7 +78,10 @@ class BagOfModels(nn.Module):
             estimate of a source is the weighted mean of the models' estimates.
         segment: if given, the chunk length in seconds used for every model.
         settings: one mapping per model of inference options that override the caller's
-            for that model (`SETTINGS`: overlap, shifts, midside, wiener).
+            for that model (`SETTINGS`: overlap, shifts, midside, wiener, wiener_sources).
+
+    `mix_channels` is the channel count of the mixture the bag reads and of the stems it
+    writes: `audio_channels`, but 2 for mono models when one of them runs mid/side.
     """
 
     def __init__(self, models: tp.Sequence[nn.Module],
@@ -96,8 +111,10 @@ class BagOfModels(nn.Module):
         self.weights = [[float(w) for w in row] for row in weights]
         if settings is None:
             settings = [{} for _ in models]
-        check_settings(settings, len(models), self.audio_channels)
+        check_settings(settings, len(models), self.audio_channels, self.sources)
         self.settings = [dict(item) for item in settings]
+        midside = any(item.get('midside') for item in self.settings)
+        self.mix_channels = 2 if midside else self.audio_channels
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("Run a bag with `separator.pretrained.apply_bag(bag, mix)`.")
@@ -126,11 +143,19 @@ def check_weights(weights: tp.Any, count: int, sources: tp.Sequence[str]) -> Non
                                     f"to a positive number.")
 
 
-SETTINGS = ('overlap', 'shifts', 'midside', 'wiener')   # per-model options of a bag
+SETTINGS = ('overlap', 'shifts', 'midside', 'wiener', 'wiener_sources')   # per model
+_CHECKS = {'overlap': lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+           'shifts': lambda v: isinstance(v, int) and v >= 0,
+           'wiener': lambda v: isinstance(v, int) and v >= 0,
+           'midside': lambda v: isinstance(v, bool)}
+_WANTED = {'overlap': 'a number in [0, 1)', 'shifts': 'a whole number >= 0',
+           'wiener': 'a whole number of iterations >= 0', 'midside': 'true or false'}
 
 
-def check_settings(settings: tp.Any, count: int, channels: int) -> None:
-    """Raise a ModelLoadingError unless `settings` is `count` mappings of valid `SETTINGS`."""
+def check_settings(settings: tp.Any, count: int, channels: int,
+                   sources: tp.Sequence[str]) -> None:
+    """Raise a ModelLoadingError unless `settings` is `count` mappings of valid `SETTINGS`
+    for models of `channels` channels and `sources`."""
     if not isinstance(settings, (list, tuple)) or len(settings) != count or \
             not all(isinstance(item, dict) for item in settings):
         raise ModelLoadingError(f"Bag settings must be {count} mapping(s), one per model "
@@ -140,19 +165,31 @@ def check_settings(settings: tp.Any, count: int, channels: int) -> None:
         if unknown:
             raise ModelLoadingError(f"Bag settings of model {index}: unknown {sorted(unknown)}; "
                                     f"the settings are {', '.join(SETTINGS)}.")
-        checks = {'overlap': lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
-                  'shifts': lambda v: isinstance(v, int) and v >= 0,
-                  'wiener': lambda v: isinstance(v, int) and v >= 0,
-                  'midside': lambda v: isinstance(v, bool)}
-        wanted = {'overlap': 'a number in [0, 1)', 'shifts': 'a whole number >= 0',
-                  'wiener': 'a whole number of iterations >= 0', 'midside': 'true or false'}
         for key, value in item.items():
-            if isinstance(value, bool) and key != 'midside' or not checks[key](value):
+            if key == 'wiener_sources':
+                _check_wiener_sources(value, sources, index)
+            elif isinstance(value, bool) and key != 'midside' or not _CHECKS[key](value):
                 raise ModelLoadingError(f"Bag settings of model {index}: {key} must be "
-                                        f"{wanted[key]}, got {value!r}.")
-        if item.get('midside') and channels != 2:
-            raise ModelLoadingError(f"Bag settings of model {index}: midside needs stereo "
-                                    f"models, these have {channels} channel(s).")
+                                        f"{_WANTED[key]}, got {value!r}.")
+        if item.get('midside') and channels not in (1, 2):
+            raise ModelLoadingError(f"Bag settings of model {index}: midside needs mono or "
+                                    f"stereo models, these have {channels} channels.")
+        if 'wiener_sources' in item and not item.get('wiener'):
+            raise ModelLoadingError(f"Bag settings of model {index}: wiener_sources needs "
+                                    f"the filter on: add wiener: 1 (its EM iterations, >= 1), "
+                                    f"got wiener: {item.get('wiener', 0)}.")
+
+
+def _check_wiener_sources(value: tp.Any, sources: tp.Sequence[str], index: int) -> None:
+    """A ModelLoadingError unless `value` is a non-empty list of distinct `sources`."""
+    valid = isinstance(value, (list, tuple)) and len(value) > 0 and \
+        all(isinstance(name, str) and name in sources for name in value) and \
+        len(set(value)) == len(value)
+    if not valid:
+        raise ModelLoadingError(
+            f"Bag settings of model {index}: wiener_sources must be a non-empty list of "
+            f"distinct sources among {list(sources)}, e.g. wiener_sources: [{sources[-1]}], "
+            f"got {value!r}.")
 
 
 def bag_members(model: nn.Module) -> tp.List[tp.Tuple[nn.Module, tp.Dict[str, tp.Any]]]:
@@ -162,16 +199,62 @@ def bag_members(model: nn.Module) -> tp.List[tp.Tuple[nn.Module, tp.Dict[str, tp
     return [(model, {})]
 
 
+def _stream_channelwise(model: nn.Module, read: Reader, length: int, **options: tp.Any
+                        ) -> tp.Iterator[Block]:
+    """`stream_model` of a mono model on each channel of a [B, C, T] input alone, the
+    channels as items of one batch: [B, S, C, frames] blocks."""
+    batch, channels = read(0, 0).shape[:2]
+
+    def read_channels(start: int, end: int) -> torch.Tensor:
+        return read(start, end).reshape(batch * channels, 1, end - start)
+
+    def regroup(blocks: tp.Iterator[Block]) -> tp.Iterator[Block]:
+        for start, out in blocks:
+            frames, sources = out.shape[-1], out.shape[1]
+            yield start, out.reshape(batch, channels, sources, frames).transpose(1, 2)
+    # Made now, not at the first block: its random shifts are drawn in the bag's order.
+    return regroup(stream_model(model, read_channels, length, **options))
+
+
+def _wiener_member(mix: torch.Tensor, estimates: torch.Tensor, iterations: int,
+                   sources: tp.Sequence[str], only: tp.Optional[tp.Sequence[str]]
+                   ) -> torch.Tensor:
+    """The Wiener filter of a model's estimates [B, S, C, T] of `sources`; with `only`
+    (`wiener_sources`), of those sources and the residual (mix minus their sum) as one
+    more source, the other estimates left as they are."""
+    if not only:
+        return wiener_filter(mix, estimates, iterations)
+    index = [list(sources).index(source) for source in only]
+    chosen = estimates[:, index]
+    residual = mix[:, None] - chosen.sum(1, keepdim=True)
+    filtered = wiener_filter(mix, torch.cat([chosen, residual], 1), iterations)
+    out = estimates.clone()
+    out[:, index] = filtered[:, :len(index)]
+    return out
+
+
 def _member_stream(model: nn.Module, settings: tp.Mapping[str, tp.Any], read: Reader,
-                   length: int, kwargs: tp.Dict[str, tp.Any]) -> tp.Iterator[Block]:
-    """The stream of one model of a bag, run with its own settings over the caller's."""
-    options = {**kwargs, **{key: value for key, value in settings.items() if key != 'wiener'}}
+                   length: int, kwargs: tp.Dict[str, tp.Any], sources: tp.Sequence[str]
+                   ) -> tp.Iterator[Block]:
+    """The stream of one model of a bag (of `sources`), run with its own settings over the
+    caller's (see the module doc)."""
+    options = {**kwargs, **{key: value for key, value in settings.items()
+                            if key not in ('wiener', 'wiener_sources')}}
+    channels = read(0, 0).shape[1]
+    if settings.get('midside') and channels == 1:
+        # A mono mixture has no side: the bag's mid/side is moot, a caller's still refused.
+        options['midside'] = kwargs.get('midside', False)
+    if model.audio_channels == 1 and channels > 1 and not options.get('midside'):
+        stream = _stream_channelwise(model, read, length, **options)
+    else:
+        stream = stream_model(model, read, length, **options)
     iterations = settings.get('wiener', 0)
     if not iterations:
-        return stream_model(model, read, length, **options)
-    estimates = collect(stream_model(model, read, length, **options), length)
+        return stream
+    estimates = collect(stream, length)
     mix = read(0, length).to(estimates.device)
-    return iter([(0, wiener_filter(mix, estimates, iterations))])
+    return iter([(0, _wiener_member(mix, estimates, iterations, sources,
+                                    settings.get('wiener_sources')))])
 
 
 def stream_bag(model: nn.Module, read: Reader, length: int, **kwargs: tp.Any
@@ -181,7 +264,7 @@ def stream_bag(model: nn.Module, read: Reader, length: int, **kwargs: tp.Any
     if not isinstance(model, BagOfModels):
         return stream_model(model, read, length, **kwargs)
     # Made in order: each model draws its random shifts from the generator in turn.
-    streams = [_member_stream(sub_model, settings, read, length, kwargs)
+    streams = [_member_stream(sub_model, settings, read, length, kwargs, model.sources)
                for sub_model, settings in bag_members(model)]
     totals = [sum(column) for column in zip(*model.weights)]
 

@@ -5,9 +5,10 @@
 Writes OUT/NAME/TRACK/SOURCE.wav for every source of the model (see --help for the
 formats, --two-stems, --shifts, --segment...). Inputs are read with soundfile (wav, flac,
 ogg...) or decoded with the `ffmpeg` binary (mp3, m4a...), then resampled to the model's
-sample rate and converted to its channel count (stereo with --midside). A track that cannot
-be read is reported and skipped; the command then exits with status 1 once the other tracks
-are written. The separation streams (`track_io`): memory does not grow with the song.
+sample rate and converted to its channel count (stereo with --midside, or for a bag whose
+mono models run mid/side: its `mix_channels`). A track that cannot be read is reported and
+skipped; the command then exits with status 1 once the other tracks are written. The
+separation streams (`track_io`): memory does not grow with the song.
 
 Two inference tricks of the demixing challenges are off by default: --midside (also
 separate the mid and side channels, `apply.apply_model`) and --wiener N (a multichannel
@@ -230,9 +231,10 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
     writers: tp.Dict[str, StemWriter] = {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
-        # Mid/side needs the stereo track, also for a mono model (whose stems are then stereo).
-        read, length = open_track(path, model.samplerate,
-                                  2 if args.midside else model.audio_channels, stack)
+        # Mid/side needs the stereo track, also for a mono model (whose stems are then stereo);
+        # so does a bag of mono models one of which runs mid/side (its `mix_channels`: 2).
+        channels = 2 if args.midside else getattr(model, 'mix_channels', model.audio_channels)
+        read, length = open_track(path, model.samplerate, channels, stack)
         total = sum(count_calls(sub, length, args.segment,
                                 settings.get('overlap', args.overlap),
                                 settings.get('shifts', args.shifts), not args.no_split,
@@ -259,8 +261,7 @@ def separate_track(model: torch.nn.Module, path: Path, folder: Path,
                                 length, **options)
         try:
             for name, target in targets.items():
-                writers[name] = StemWriter(target, model.samplerate,
-                                           2 if args.midside else model.audio_channels, args)
+                writers[name] = StemWriter(target, model.samplerate, channels, args)
             for start, block in blocks:
                 stems = dict(zip(model.sources, block[0].cpu()))
                 if args.two_stems:

@@ -251,12 +251,14 @@ def test_cdx_tiny_lineage_runs_end_to_end_and_its_bag_blends_music(tmp_path):
     bag = yaml.safe_load((tmp_path / 'release_models' / 'cdx23_aimless_tiny.yaml').read_text())
     assert bag['models'] == [sigs['hdemucs'], sigs['bsrnn']]
     assert bag['weights'] == [[1, 1, 1], [0, 1, 0]]
-    # A stereo film, mid/side: both mono models separate L, R, M and S; the stems are stereo.
+    # As aimless ran them: HDemucs on L, R, mid and side, BandSplitRNN's music filtered.
+    assert bag['settings'] == [{'midside': True}, {'wiener': 1, 'wiener_sources': ['music']}]
+    # A stereo film: the bag of mono models reads it and writes its stems in stereo.
     film = tmp_path / 'film'
     write_track(film, seconds=2, sources=['dialogue', 'score'])
     separated = run_python(['-m', 'separator.separate', '-n', 'cdx23_aimless_tiny', '--repo',
-                            'release_models', '-o', 'separated', '--midside',
-                            str(film / 'mixture.wav')], tmp_path)
+                            'release_models', '-o', 'separated', str(film / 'mixture.wav')],
+                           tmp_path)
     assert separated.returncode == 0, separated.stdout + separated.stderr
     out = tmp_path / 'separated' / 'cdx23_aimless_tiny' / 'mixture'
     assert sorted(path.name for path in out.iterdir()) == ['music.wav', 'sfx.wav', 'speech.wav']

@@ -67,7 +67,8 @@ def evaluate(model: torch.nn.Module, musdb: tp.Union[str, Path], shifts: int = 0
                               f"`python -m tools.make_synthetic`.")
     sources = list(model.sources)
     try:
-        tracks = index_tracks(folder, sources, model.samplerate, model.audio_channels,
+        tracks = index_tracks(folder, sources, model.samplerate,
+                              getattr(model, 'mix_channels', model.audio_channels),
                               mixture_name=mixture_name)
     except AudioError as error:
         raise EvaluationError(str(error)) from error
