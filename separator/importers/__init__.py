@@ -12,9 +12,13 @@ One module per format in this package, each with:
         a separator package: {'model': registry name, 'args': [], 'kwargs': {...}, 'state': {...}}
         (plain types only); `config`: the architecture's hyper-parameters when the checkpoint
         does not carry them (a dict, e.g. MSST's yaml as read by `read_config`)
+    reads(path) -> bool, read(path)   (optional) a format whose files are not PyTorch's:
+                                      whether `path` is one (name, signature), and its content
+                                      as data (e.g. nnabla's `.h5`, read with h5py)
 
-Reading is data only: `torch.load(weights_only=True)`; nothing a file names is imported or
-called (the placeholders are classes of our own, with the names the pickles expect).
+Reading is data only: `torch.load(weights_only=True)` (or a format's own `read`); nothing a
+file names is imported or called (the placeholders are classes of our own, with the names the
+pickles expect).
 """
 import importlib
 import pickle
@@ -28,7 +32,7 @@ import yaml
 from ..states import PACKAGE_FORMAT, PackageError, build_model
 
 # The modules of this package, tried in this order.
-FORMATS = ('demucs', 'roformer', 'mdx23c', 'scnet', 'spleeter', 'umx')
+FORMATS = ('demucs', 'roformer', 'mdx23c', 'scnet', 'spleeter', 'umx', 'xumx_nnabla')
 
 
 def importers() -> tp.List[tp.Any]:
@@ -49,6 +53,9 @@ def read_checkpoint(path: tp.Union[str, Path]) -> tp.Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist.")
+    for module in importers():   # a format of its own (nnabla's HDF5): its reader
+        if hasattr(module, 'read') and module.reads(path):
+            return module.read(path)
     placeholders = [klass for module in importers()
                     for klass in getattr(module, 'SAFE_GLOBALS', [])]
     try:

@@ -33,7 +33,7 @@ nb_layers, bidirectional, spec_power, ...}}`, or its bare state dict (`layer_enc
 `mean_scale.{input,output}_{mean,scale}_SRC`; `encoder.0.window`, `decoder.window`). Sony's
 own X-UMX (github sony/ai-research-code, `x-umx/`) is nnabla: its `.h5` parameters are named
 `fc1_SRC/affine/W`, `fc1_SRC/bn/{beta,gamma,mean,var}`, `lstm_SRC/...`, `input_mean_SRC`...
-and are not read here.
+and are read by `separator.importers.xumx_nnabla`.
 
 **The config** (optional): open-unmix's `TARGET.json` (its `args`) or `separator.json`,
 asteroid's `model_args` names, or our `XUMX` arguments (`wiener_iterations`,
