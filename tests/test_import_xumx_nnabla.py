@@ -19,8 +19,8 @@ from separator.models.xumx import XUMX
 from separator.states import PackageError, load_model
 from tools import import_weights
 
-from .test_import_umx import HOP, NFFT, RATE, TOLERANCE, asteroid_xumx, relative_diff, \
-    their_istft
+from .test_import_umx import HOP, NFFT, RATE, TOLERANCE, asteroid_xumx, ours_and_asteroids, \
+    relative_diff
 
 SONY_ORDER = ['bass', 'drums', 'vocals', 'other']   # model.py's and args.py's order
 SCALES = ('input_mean', 'input_scale', 'output_scale', 'output_mean')
@@ -245,18 +245,11 @@ def test_asteroid_xumx_through_nnabla_layout(tmp_path: Path, monkeypatch: pytest
     assert relative_diff(our_lstm, torch.from_numpy(reference).float(),
                          "nnabla reference LSTM vs ours") <= TOLERANCE
     # The whole model against asteroid's XUMX on the same mixture.
-    mix = 0.3 * torch.randn(2, 2, 5000, generator=torch.Generator().manual_seed(4))
-    theirs._return_time_signals = True
-    their_istft(monkeypatch)
-    with torch.no_grad():
-        model.wiener_iterations = 0
-        waveforms, magnitudes = model(mix, with_magnitudes=True)
-        ref_magnitudes, ref = theirs(mix)   # [S, N, B, C, F], [S, B, C, T']
+    waveforms, magnitudes, ref, ref_magnitudes = ours_and_asteroids(model, theirs, monkeypatch)
     # The magnitudes (unnormalised STFT: up to ~1e2) within float32's rounding of their
     # scale; the waveforms (the model's output) within 1e-5.
-    assert relative_diff(magnitudes, ref_magnitudes.permute(2, 0, 3, 4, 1),
+    assert relative_diff(magnitudes, ref_magnitudes,
                          "X-UMX through nnabla's layout, magnitudes") <= TOLERANCE
-    ref = ref.transpose(0, 1)
     diff = (waveforms[..., :ref.shape[-1]] - ref).abs().max().item()
     print(f"X-UMX through nnabla's layout, waveforms: max abs diff {diff:.2e}")
     assert diff <= 1e-5
