@@ -1,4 +1,4 @@
-"""bench.train end to end at a tiny size: both training loops run (ours and demucs'), each in
+"""bench.train_speed end to end at a tiny size: both training loops run (ours and demucs'), each in
 its own process, and the rates, their ratio and the learning curves are printed."""
 import re
 

@@ -1,7 +1,7 @@
 """Training throughput: our solver's training step vs Demucs's own training loop (the `demucs`
 4.1.0 package), side by side, with the learning curve of both.
 
-    python -m bench.train [--model hdemucs|htdemucs] [--batch-size 4] [--segment 4]
+    python -m bench.train_speed [--model hdemucs|htdemucs] [--batch-size 4] [--segment 4]
                           [--steps 2] [--repeats 15] [--threads 1] [--workers 0]
                           [--ema 0.9995 0.9999] [--every 4] [--data DIR] [--own-init]
                           [--tune-malloc none|ours|both] [--profile ROWS]
@@ -82,6 +82,8 @@ step. Recording them costs one `.item()` and one mean of the batch per step, on 
 `--profile ROWS`: after all that, one more epoch per side under torch.profiler, and its top
 ROWS operators by self CPU time (that epoch trains too, after the curves were taken).
 """
+# Not bench/train.py: Dora takes any package with a `train.py` for a candidate, and a second
+# one makes `dora run` without -P refuse to choose.
 import argparse
 import contextlib
 import io
@@ -500,7 +502,7 @@ def compose(options: argparse.Namespace, root: Path, folder: Path) -> tp.Any:
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m bench.train',
+    parser = argparse.ArgumentParser(prog='python -m bench.train_speed',
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', choices=sorted(SMALL), default='hdemucs')
     parser.add_argument('--overrides', nargs='*', default=None,
