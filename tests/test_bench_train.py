@@ -2,11 +2,11 @@
 its own process, and the rates, their ratio and the learning curves are printed."""
 import re
 
-from bench import train
+from bench import train_speed
 
 
 def test_both_sides_train_and_the_ratio_is_printed(tmp_path, capsys):
-    train.main(['--steps', '1', '--repeats', '1', '--segment', '1', '--tracks', '4',
+    train_speed.main(['--steps', '1', '--repeats', '1', '--segment', '1', '--tracks', '4',
                 '--seconds', '4', '--data', str(tmp_path / 'data'),
                 '--overrides', 'hdemucs.channels=4'])
     out = capsys.readouterr().out
