@@ -64,11 +64,12 @@ wall clock. On a shared CPU the wall clock is noisy: read the spread; one thread
 Loader workers (`--workers`) default to 0: the data loading is then part of every step on
 both sides (a new DataLoader per epoch would otherwise start workers every round).
 
-`--tune-malloc ours` calls glibc's `mallopt` in our process only (`tune_malloc`: freed
-memory is kept for reuse instead of being returned to the system, so each step's large
-activations stop page-faulting anew; the sys seconds and faults columns show it): what the
-solver would gain by doing so itself. `both` does it on both sides: the gain is the
-allocator's, open to any PyTorch process, not a property of either training loop.
+`--tune-malloc ours` (the default) calls glibc's `mallopt` in our process only, as `dora run`
+does for a CPU XP (`separator.malloc`: freed memory is kept for reuse instead of being
+returned to the system, so each step's large activations stop page-faulting anew; the sys
+seconds and faults columns show it). `none`: neither side, our training loop alone against
+theirs. `both`: the gain is the allocator's, open to any PyTorch process: it shows what is
+left to the training loops themselves.
 
 The learning curve: every step of the warm-up and timed epochs trains (the same weights at
 start, the same learning rate and batch): the training loss, averaged over every `--every`
@@ -101,6 +102,8 @@ from pathlib import Path
 import soundfile as sf
 import torch
 import torch.multiprocessing as mp
+
+from separator.malloc import keep_freed_memory
 
 from .ddp import _config
 
@@ -320,20 +323,6 @@ class Theirs(Side):
 
 # ------------------------------------------------------------------------------ running
 
-def tune_malloc() -> None:
-    """glibc malloc: keep freed memory for reuse instead of returning big blocks to the
-    system (mmap threshold 1 GiB, trim threshold 2 GiB - 1: `mallopt` takes an int), so that
-    the activations of every step do not page-fault anew (Linux only; measured with
-    --tune-malloc)."""
-    import ctypes
-    libc = ctypes.CDLL('libc.so.6')
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]   # an int each: 2 ** 40 would wrap
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_mmap_threshold, 2 ** 30)
-            and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
-        raise RuntimeError("mallopt refused the settings")
-
-
 def build_side(kind: str, options: argparse.Namespace, root: Path, folder: Path) -> Side:
     """Our side, or theirs (which starts from our initial weights), with its XP `folder`."""
     cfg = compose(options, root, folder)
@@ -351,7 +340,8 @@ def serve(kind: str, options: argparse.Namespace, root: Path, conn: tp.Any) -> N
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad')
     warnings.filterwarnings('ignore', message='Warning: Profiler clears events')
     if options.tune_malloc in (kind, 'both'):
-        tune_malloc()
+        if not keep_freed_memory():
+            raise RuntimeError("mallopt is not available here (glibc on Linux only)")
     with tempfile.TemporaryDirectory(prefix='bench_train_xp_') as folder:
         side = build_side(kind, options, root, Path(folder))
         conn.send(sum(p.numel() for p in side.model.parameters()))
@@ -522,9 +512,9 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser.add_argument('--data', help="folder of the synthetic set (default: a temp folder)")
     parser.add_argument('--own-init', action='store_true',
                         help="demucs keeps its own initial weights (from the same seed)")
-    parser.add_argument('--tune-malloc', choices=['none', 'ours', 'both'], default='none',
-                        help="glibc mallopt keeping freed memory (`tune_malloc`) in the "
-                             "process of ours, of both, or none")
+    parser.add_argument('--tune-malloc', choices=['none', 'ours', 'both'], default='ours',
+                        help="glibc mallopt keeping freed memory (separator.malloc) in the "
+                             "process of ours (as `dora run` does on the CPU), of both, or none")
     parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
                         help="also print torch.profiler's top ROWS ops of one epoch each")
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ from .apply import CHUNKINGS, count_calls
 from .data.audio import AudioError
 from .pretrained import (DEFAULT_REPO, BagOfModels, ModelLoadingError, apply_bag,
                          bag_members, compile_model, get_model, list_models, stream_bag)
+from .malloc import keep_freed_memory
 from .threads import set_threads
 from .track_io import StemWriter, open_track
 from .wiener import wiener_filter
@@ -312,6 +313,8 @@ def _separate(argv: tp.Optional[tp.Sequence[str]]) -> int:
         parser.error(f"--midside needs a mono or stereo model, {name} has "
                      f"{model.audio_channels} channels")
     model.to(args.device)
+    if str(args.device).startswith('cpu'):
+        keep_freed_memory()     # every chunk reuses the last one's memory (separator/malloc.py)
     if args.compile:
         print("Compiling the model (torch.compile): the first chunk takes a minute or two.",
               file=sys.stderr)

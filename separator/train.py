@@ -22,6 +22,7 @@ from .checkpointing import enable_checkpointing
 from .config_checks import (ConfigError, check_config, check_data_choice,
                             explain_config_errors, recover_signatures, show_full_overrides)
 from .filter_stage import run_filter
+from .malloc import keep_freed_memory
 from .slurm import explain_missing_slurm
 from .solver import Solver
 from .states import has_checkpoint, registry_name
@@ -139,6 +140,8 @@ def main(cfg):
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     threads = set_threads(cfg.misc.threads, _local_processes())
     logger.info("%d CPU thread(s) per process (misc.threads)", threads)
+    if device == 'cpu' and cfg.misc.get('keep_freed_memory', True) and keep_freed_memory():
+        logger.debug("malloc keeps freed memory for reuse (misc.keep_freed_memory)")
     try:
         if distrib.is_master():
             builders.ensure_synthetic(cfg.dset)
