@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .malloc import release_freed_memory
+
 logger = logging.getLogger(__name__)
 MARGIN = 0.7      # of the available memory, for the allocator's slack and the loader
 
@@ -40,6 +42,7 @@ def available_bytes() -> tp.Optional[int]:
 def peak_growth_bytes(run: tp.Callable[[], tp.Any]) -> tp.Optional[int]:
     """How much the process's peak resident memory grows while `run()` runs (None where the
     peak cannot be reset and read: not Linux)."""
+    release_freed_memory()   # memory malloc kept (separator/malloc.py) would not count
     try:
         Path('/proc/self/clear_refs').write_text('5')   # resets VmHWM to the current RSS
     except OSError:

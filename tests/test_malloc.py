@@ -38,3 +38,23 @@ def test_freed_memory_is_reused_without_page_faults():
     assert tuned and not untuned
     assert default > 10 * 16384 * 0.9, default   # every step faulted its 16384 pages
     assert kept < default / 20, (kept, default)
+
+
+PEAK = textwrap.dedent("""
+    import torch
+    from separator.malloc import keep_freed_memory
+    from separator.memory import peak_growth_bytes
+    assert keep_freed_memory()
+    for _ in range(10):   # 256 MiB, freed: malloc keeps its pages (settled, as above)
+        torch.ones(64, 2 ** 20).sum()
+    print(peak_growth_bytes(lambda: torch.ones(64, 2 ** 20).sum()))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="glibc malloc: Linux only")
+def test_peak_growth_counts_memory_that_malloc_kept():
+    """The micro-batch search measures a step by the growth of the resident peak: a 256 MiB
+    allocation that reuses the pages malloc kept from a freed one still counts 256 MiB."""
+    out = subprocess.run([sys.executable, '-c', PEAK], capture_output=True, text=True,
+                         check=True).stdout
+    assert 200 * 2 ** 20 < int(out) < 400 * 2 ** 20, out
