@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import pickle
+import re
 import typing as tp
 from pathlib import Path
 
@@ -350,37 +351,51 @@ def atomic_save(obj: tp.Any, path: tp.Union[str, Path],
         (save or torch.save)(obj, fout)
 
 
-def safe_load(path: tp.Union[str, Path]) -> tp.Any:
+class NotData(RuntimeError):
+    """A file that names something other than data (`name`: the class or function a pickle
+    would import): `safe_load` refused to read it."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
+def safe_load(path: tp.Union[str, Path], allowed: tp.Sequence[type] = ()) -> tp.Any:
     """`torch.load(weights_only=True)` on CPU: tensors, numbers, strings, lists and dicts
     only, so that reading a file never runs code it names. A missing file raises
-    FileNotFoundError; a corrupt or truncated one, or one holding other objects (a pickled
-    class or function), RuntimeError naming the file.
+    FileNotFoundError; one holding other objects (a pickled class or function) NotData, a
+    corrupt or truncated one RuntimeError, each naming the file.
 
-    One class is let through as a value, never called: `diffq.DiffQuantizer`, which the
-    quantized packages of earlier versions hold (diffq puts it in its state)."""
+    Let through as values, never called: the classes `allowed` (e.g. an importer's inert
+    placeholders), and `diffq.DiffQuantizer`, which the quantized packages of earlier
+    versions hold (diffq puts it in its state)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
     try:
         try:
-            return torch.load(path, map_location='cpu', weights_only=True)
+            with torch.serialization.safe_globals(list(allowed)):
+                return torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as error:
             if 'diffq.diffq.DiffQuantizer' not in str(error):
                 raise
             import diffq
-            with torch.serialization.safe_globals([diffq.DiffQuantizer]):
+            with torch.serialization.safe_globals([*allowed, diffq.DiffQuantizer]):
                 return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         if 'unsupported global' in str(error).lower():
-            raise RuntimeError(
+            named = re.search(r'unsupported global:? (?:global )?([\w.]+)', str(error),
+                              re.IGNORECASE)
+            raise NotData(
                 f"{path} holds objects other than tensors, numbers, strings, lists and dicts "
                 f"({_first_line(error)}); separator reads only data, never code, from a file: "
-                f"use a model exported by separator.") from None
+                f"use a model exported by separator.",
+                named.group(1) if named else _first_line(error)) from None
         raise RuntimeError(f"Could not read {path} ({_first_line(error)}): the file is corrupt "
-                           f"or truncated.") from error
+                           f"or truncated.") from None
     except Exception as error:
         raise RuntimeError(f"Could not read {path} ({error}): the file is corrupt or "
-                           f"truncated.") from error
+                           f"truncated.") from None
 
 
 def _first_line(error: BaseException) -> str:

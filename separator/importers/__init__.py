@@ -21,15 +21,12 @@ file names is imported or called (the placeholders are classes of our own, with 
 pickles expect).
 """
 import importlib
-import pickle
-import re
 import typing as tp
 from pathlib import Path
 
-import torch
 import yaml
 
-from ..states import PACKAGE_FORMAT, PackageError, build_model
+from ..states import PACKAGE_FORMAT, NotData, PackageError, build_model, safe_load
 
 # The modules of this package, tried in this order.
 FORMATS = ('demucs', 'roformer', 'mdx23c', 'scnet', 'spleeter', 'umx', 'xumx_nnabla')
@@ -59,20 +56,14 @@ def read_checkpoint(path: tp.Union[str, Path]) -> tp.Any:
     placeholders = [klass for module in importers()
                     for klass in getattr(module, 'SAFE_GLOBALS', [])]
     try:
-        with torch.serialization.safe_globals(placeholders):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        named = re.search(r'unsupported global:? (?:global )?([\w.]+)', str(error),
-                          re.IGNORECASE)
-        if named:
-            raise PackageError(f"{path} names {named.group(1)}, which is not data; separator "
-                               f"imports nothing a file names (the formats it reads: "
-                               f"{', '.join(FORMATS)}).") from None
+        return safe_load(path, placeholders)
+    except NotData as error:
+        raise PackageError(f"{path} names {error.name}, which is not data; separator "
+                           f"imports nothing a file names (the formats it reads: "
+                           f"{', '.join(FORMATS)}).") from None
+    except RuntimeError:
         raise PackageError(f"{path} is not a PyTorch checkpoint separator can read (it is "
                            f"corrupt, truncated, or another kind of file).") from None
-    except Exception as error:
-        raise PackageError(f"Could not read {path} ({error}): the file is corrupt or not a "
-                           f"PyTorch checkpoint.") from None
 
 
 class ConfigLoader(yaml.SafeLoader):

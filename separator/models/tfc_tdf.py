@@ -300,7 +300,28 @@ def padded_frames(length: int, hop: int, n_fft: int, multiple: int, min_frames: 
     return multiple * max(math.ceil(needed / multiple), min_frames)
 
 
-class TFCTDFNet(SeparationModel):
+class PaddedFrames:
+    """The valid lengths of a spectrogram U-Net whose frames count must be a multiple of
+    `frame_multiple` (its time downscales) and leave `min_bottom_frames` at the bottom; the
+    model sets `hop_length`, `n_fft` and `min_bottom_frames`."""
+    hop_length: int
+    n_fft: int
+    min_bottom_frames: int
+    frame_multiple: int
+
+    def valid_frames(self, length: int) -> int:
+        """Frames of the padded input for a `length` samples input: at least
+        `length // hop + 1`, a multiple of `frame_multiple`, and enough for the STFT's
+        reflect padding (more than `n_fft // 2` samples)."""
+        return padded_frames(length, self.hop_length, self.n_fft, self.frame_multiple,
+                             self.min_bottom_frames)
+
+    def valid_length(self, length: int) -> int:
+        """Samples of the zero-padded input for a `length` samples input (>= `length`)."""
+        return (self.valid_frames(length) - 1) * self.hop_length
+
+
+class TFCTDFNet(PaddedFrames, SeparationModel):
     """TFC-TDF U-Net v3 (KUIELab, SDX23). See the module docstring.
 
     Args:
@@ -381,17 +402,6 @@ class TFCTDFNet(SeparationModel):
     def frame_multiple(self) -> int:
         """The number of STFT frames must be a multiple of this (the time downscales)."""
         return self.scale[0] ** self.num_scales
-
-    def valid_frames(self, length: int) -> int:
-        """Frames of the padded input for a `length` samples input: at least
-        `length // hop + 1`, a multiple of `frame_multiple`, and enough for the STFT's
-        reflect padding (more than `n_fft // 2` samples)."""
-        return padded_frames(length, self.hop_length, self.n_fft, self.frame_multiple,
-                             self.min_bottom_frames)
-
-    def valid_length(self, length: int) -> int:
-        """Samples of the zero-padded input for a `length` samples input (>= `length`)."""
-        return (self.valid_frames(length) - 1) * self.hop_length
 
     # -- forward ----------------------------------------------------------------------
 

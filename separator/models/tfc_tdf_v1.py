@@ -88,7 +88,7 @@ from torch.nn import functional as F
 
 from .base import SeparationModel, capture_init
 from ..spec import channels_to_complex, complex_to_channels, ispectro, spectro
-from .tfc_tdf import check_positive, check_stft_bins, padded_frames
+from .tfc_tdf import PaddedFrames, check_positive, check_stft_bins
 
 
 def conv_bn_relu(conv: nn.Module, channels: int) -> nn.Sequential:
@@ -164,7 +164,7 @@ def check_blocks(num_blocks: int, dim_f: int, bottleneck_factor: tp.Optional[int
                          f"larger dim_f, or fewer blocks.")
 
 
-class ConvTDFNet(SeparationModel):
+class ConvTDFNet(PaddedFrames, SeparationModel):
     """KUIELab's MDX21 TFC-TDF U-Net (`ConvTDFNet`). See the module docstring.
 
     Args (their config keys in brackets):
@@ -237,17 +237,6 @@ class ConvTDFNet(SeparationModel):
     def frame_multiple(self) -> int:
         """The number of STFT frames must be a multiple of this (the time downscales)."""
         return 2 ** self.num_scales
-
-    def valid_frames(self, length: int) -> int:
-        """Frames of the padded input for a `length` samples input: at least
-        `length // hop + 1`, a multiple of `frame_multiple`, and enough for the STFT's
-        reflect padding (more than `n_fft // 2` samples)."""
-        return padded_frames(length, self.hop_length, self.n_fft, self.frame_multiple,
-                             self.min_bottom_frames)
-
-    def valid_length(self, length: int) -> int:
-        """Samples of the zero-padded input for a `length` samples input (>= `length`)."""
-        return (self.valid_frames(length) - 1) * self.hop_length
 
     # -- forward ----------------------------------------------------------------------
 
