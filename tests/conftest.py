@@ -21,9 +21,15 @@ from .slurm.cluster import start_cluster, stop_cluster
 
 def pytest_configure(config: pytest.Config) -> None:
     """The tests that train in this process reuse freed memory as `dora run` does on the CPU
-    (separator/malloc.py): the same numbers, a third less time per step."""
+    (separator/malloc.py): the same numbers, a third less time per step. One torch thread
+    per process, here and in every process a test starts (OMP_NUM_THREADS, unless set): the
+    models are tiny, and the tests run beside the processes they start (XPs, Slurm jobs),
+    where two threads on two shared cores wait on each other (a tiny X-UMX's 50 steps: 3 s on
+    one thread, 67 s on two beside one busy process)."""
     from separator.malloc import keep_freed_memory
     keep_freed_memory()
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 SOURCES = ['drums', 'bass', 'other', 'vocals']
 ROOT = Path(__file__).resolve().parent.parent
