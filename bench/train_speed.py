@@ -1,7 +1,7 @@
 """Training throughput: our solver's training step vs Demucs's own training loop (the `demucs`
 4.1.0 package), side by side, with the learning curve of both.
 
-    python -m bench.train_speed [--model hdemucs|htdemucs] [--batch-size 4] [--segment 4]
+    python -m bench.train_speed [--model demucs|hdemucs|htdemucs] [--batch-size 4] [--segment 4]
                           [--steps 2] [--repeats 15] [--threads 1] [--workers 0]
                           [--ema 0.9995 0.9999] [--every 4] [--data DIR] [--own-init]
                           [--tune-malloc none|ours|both] [--profile ROWS]
@@ -27,10 +27,13 @@ Each side runs its own training code, unchanged:
   their gradient norm, their `ModelEMA` (unbiased) kept on the model's device.
 
 The model: ours from `builders.get_model(cfg)`; theirs `demucs.hdemucs.HDemucs` (or
-`demucs.htdemucs.HTDemucs`) with the same hyper-parameters, mapped by
-`separator.importers.demucs.demucs_kwargs` (demucs' `dconv_lstm` / `dconv_attn` are start
-indices, ours counts). By default both are small (`SMALL`: 16 channels, and for HTDemucs
-256 bottom channels and 2 transformer layers), to fit this CPU; `--overrides` replaces
+`demucs.htdemucs.HTDemucs`, or the time-domain `demucs.demucs.Demucs` of MDX21 Track A) with
+the same hyper-parameters, mapped by `separator.importers.demucs.demucs_kwargs` (demucs'
+`dconv_lstm` / `dconv_attn` are start indices, ours counts; our Demucs takes theirs'
+keywords). By default both are small (`SMALL`: 16 channels, and for HTDemucs 256 bottom
+channels and 2 transformer layers; for Demucs the model of `variant=mdx21_small`: depth 4,
+BLSTM and local attention in the DConv of the 2 deepest layers, input normalised), to fit
+this CPU; `--overrides` replaces
 those (e.g. `--overrides` alone: conf/'s full size). Our default `compat=separator` pads the
 input once to the model's valid length (at 4 s: 1 % longer for HDemucs, 0.4 % for
 HTDemucs) where demucs pads at every layer: `--overrides hdemucs.channels=16
@@ -107,7 +110,9 @@ from separator.malloc import keep_freed_memory
 
 from .ddp import _config
 
-SMALL = {'hdemucs': ['hdemucs.channels=16'],
+SMALL = {'demucs': ['demucs.channels=16', 'demucs.depth=4', 'demucs.dconv_depth=1',
+                    'demucs.dconv_lstm=2', 'demucs.dconv_attn=2', 'demucs.normalize=true'],
+         'hdemucs': ['hdemucs.channels=16'],
          'htdemucs': ['htdemucs.channels=16', 'htdemucs.bottom_channels=256',
                       'htdemucs.t_layers=2']}
 
@@ -145,6 +150,7 @@ def import_demucs() -> types.ModuleType:
     """`demucs` with its torchaudio reads through soundfile (module docstring)."""
     sys.modules.setdefault('lameenc', types.ModuleType('lameenc'))
     import demucs.augment  # noqa: F401
+    import demucs.demucs  # noqa: F401
     import demucs.ema  # noqa: F401
     import demucs.hdemucs  # noqa: F401
     import demucs.htdemucs  # noqa: F401
@@ -274,7 +280,8 @@ class Theirs(Side):
         demucs = import_demucs()
         from separator.importers.demucs import demucs_kwargs
         _, kwargs = demucs_kwargs(ours.model)
-        klass = {'hdemucs': demucs.hdemucs.HDemucs, 'htdemucs': demucs.htdemucs.HTDemucs}
+        klass = {'demucs': demucs.demucs.Demucs, 'hdemucs': demucs.hdemucs.HDemucs,
+                 'htdemucs': demucs.htdemucs.HTDemucs}
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.model = klass[cfg.model](**kwargs)
