@@ -1,9 +1,12 @@
 """separator.malloc: a CPU training step stops page-faulting its freed activations anew."""
+import platform
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+GLIBC_ONLY = pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason="glibc's malloc only")
 
 PROBE = textwrap.dedent("""
     import resource, sys, torch
@@ -28,7 +31,7 @@ def faults(mode: str):
     return out[0] == 'True', int(out[1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="glibc malloc: Linux only")
+@GLIBC_ONLY
 def test_freed_memory_is_reused_without_page_faults():
     """Ten steps of a 64 MiB activation (after ten to settle): 16384 pages each fault in anew
     by default (glibc mmaps and unmaps it every time); kept, the heap serves them from memory
@@ -51,7 +54,7 @@ PEAK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="glibc malloc: Linux only")
+@GLIBC_ONLY
 def test_peak_growth_counts_memory_that_malloc_kept():
     """The micro-batch search measures a step by the growth of the resident peak: a 256 MiB
     allocation that reuses the pages malloc kept from a freed one still counts 256 MiB."""
