@@ -49,8 +49,10 @@ browser-deps:
 			chromium chromium-driver; }
 
 # Passing tests' temporary folders (XPs, audio: GBs) are removed at the end; failing ones kept.
+# Two pytest workers: the tests run their models on one thread each (tests/conftest.py), so
+# two at once fill two cores; the Slurm tests share one worker (one test cluster per machine).
 test: install browser-deps
-	$(PY) -m pytest -q -o tmp_path_retention_policy=failed tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup -o tmp_path_retention_policy=failed tests
 
 # bench/separate.py compares with the demucs package (installed with PEERS), bench/roformer.py
 # with lucidrains' bs-roformer, bench/eval.py with museval and fast_bss_eval (setup.py's dev extra).

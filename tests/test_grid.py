@@ -9,8 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT, _dora, history, run_dora, without_durations, xp_folder
 from .test_sdx23 import parse_table
+
+# One test Slurm cluster per machine: these tests run on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('slurm')
 
 
 def grid(args, cwd: Path, env: dict, timeout: float = 120, name: str = 'cpu_smoke') -> str:

@@ -9,7 +9,12 @@ import typing as tp
 from pathlib import Path
 from unittest import mock
 
+import pytest
+
 from .slurm.cluster import PARTITION, start_cluster
+
+# One test Slurm cluster per machine: these tests run on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('slurm')
 
 
 def slurm(env: tp.Dict[str, str], *args: str, timeout: float = 60, check: bool = True,
