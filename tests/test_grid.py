@@ -73,6 +73,9 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
     # other, the second could end before its turn on a loaded machine.
     first, second = sigs[:2]
     pending = {first: ['scontrol', 'requeue'], second: ['scancel', '--signal', 'USR2']}
+    # The job ids now (`dora info` takes seconds): the interruption must follow the first
+    # epoch at once, before a fast XP has finished all four.
+    jobs = {sig: job_id(cwd, sig) for sig in pending}
     deadline = time.time() + 180
     while pending:
         assert time.time() < deadline, f"XPs {sorted(pending)} never finished an epoch"
@@ -80,7 +83,7 @@ def test_grid_runs_on_slurm_and_requeue_resumes(slurm_env, tiny_data, tmp_path):
             path = xp_folder(cwd, sig) / 'history.json'
             if path.exists() and json.loads(path.read_text() or '[]'):
                 assert len(history(cwd, sig)) < 4, f"XP {sig} ended before its interruption"
-                subprocess.run([*pending.pop(sig), job_id(cwd, sig)],
+                subprocess.run([*pending.pop(sig), jobs[sig]],
                                env=dict(os.environ, **env), check=True, capture_output=True)
         time.sleep(0.2)
     table = wait_done(cwd, env, timeout=300)
