@@ -27,9 +27,9 @@ import tqdm
 
 from .apply import CHUNKINGS, count_calls
 from .data.audio import AudioError
+from .malloc import keep_freed_memory
 from .pretrained import (DEFAULT_REPO, BagOfModels, ModelLoadingError, apply_bag,
                          bag_members, compile_model, get_model, list_models, stream_bag)
-from .malloc import keep_freed_memory
 from .threads import set_threads
 from .track_io import StemWriter, open_track
 from .wiener import wiener_filter
