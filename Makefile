@@ -51,8 +51,11 @@ browser-deps:
 # Passing tests' temporary folders (XPs, audio: GBs) are removed at the end; failing ones kept.
 # Two pytest workers: the tests run their models on one thread each (tests/conftest.py), so
 # two at once fill two cores; the Slurm tests share one worker (one test cluster per machine).
+# A crashed worker ends the run at once, naming its test: pytest-xdist 3.8.0 restarting one
+# under loadgroup can wait forever (pytest-xdist#1378). A test stuck 20 minutes fails.
 test: install browser-deps
-	$(PY) -m pytest -q -n 2 --dist loadgroup -o tmp_path_retention_policy=failed tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --max-worker-restart=0 --timeout=1200 \
+		-o tmp_path_retention_policy=failed tests
 
 # bench/separate.py compares with the demucs package (installed with PEERS), bench/roformer.py
 # with lucidrains' bs-roformer, bench/eval.py with museval and fast_bss_eval (setup.py's dev extra).

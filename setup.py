@@ -47,7 +47,7 @@ EXTRAS = {
     'serve': SERVE,
     'import': IMPORT,
     # selenium drives Debian's chromium in the page's test (`make test` installs both).
-    'dev': ['pytest>=8.0', 'pytest-xdist==3.8.0', 'selenium==4.51.0', 'httpx>=0.27'] + ONNX + LOGGING + SERVE + IMPORT
+    'dev': ['pytest>=8.0', 'pytest-xdist==3.8.0', 'pytest-timeout==2.4.0', 'selenium==4.51.0', 'httpx>=0.27'] + ONNX + LOGGING + SERVE + IMPORT
            + PEERS,
 }
 

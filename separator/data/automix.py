@@ -33,6 +33,7 @@ import numpy as np
 from ..atomic import atomic_folder, remove_stale_folders, write_json
 from .audio import audio_info, read_audio
 from .musdb import MIXTURE, TrackInfo, index_tracks, split_valid, track_folders
+from .numba_lock import first_call
 from .repitch import repitch
 from .synthetic import SOURCES, write_wav
 
@@ -73,8 +74,9 @@ class Analysis:
 def estimate_tempo(drums: np.ndarray, samplerate: int) -> tp.Tuple[float, np.ndarray]:
     """(BPM, beat times in seconds) of a mono signal, by librosa's beat tracker."""
     import librosa
-    tempo, beats = librosa.beat.beat_track(y=np.asarray(drums, dtype=np.float32),
-                                           sr=samplerate, units='time')
+    with first_call('librosa.beat.beat_track'):
+        tempo, beats = librosa.beat.beat_track(y=np.asarray(drums, dtype=np.float32),
+                                               sr=samplerate, units='time')
     return float(np.atleast_1d(tempo)[0]), np.asarray(beats, dtype=np.float64)
 
 
@@ -90,7 +92,9 @@ def windowed_rms(audio: np.ndarray, window: int = RMS_WINDOW) -> np.ndarray:
 def key_histogram(bass: np.ndarray, samplerate: int) -> np.ndarray:
     """Fraction of the frames where each pitch class has the strongest chroma (CQT) [12]."""
     import librosa
-    chroma = librosa.feature.chroma_cqt(y=np.asarray(bass, dtype=np.float32), sr=samplerate)
+    with first_call('librosa.feature.chroma_cqt'):
+        chroma = librosa.feature.chroma_cqt(y=np.asarray(bass, dtype=np.float32),
+                                            sr=samplerate)
     return (chroma == chroma.max(0, keepdims=True)).mean(1)
 
 
