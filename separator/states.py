@@ -351,6 +351,14 @@ def atomic_save(obj: tp.Any, path: tp.Union[str, Path],
         (save or torch.save)(obj, fout)
 
 
+class Unreadable(RuntimeError):
+    """A file `safe_load` could not read as a PyTorch file (`reason`: what torch said)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"Could not read {path} ({reason}): the file is corrupt or truncated.")
+        self.reason = reason
+
+
 class NotData(RuntimeError):
     """A file that names something other than data (`name`: the class or function a pickle
     would import): `safe_load` refused to read it."""
@@ -364,7 +372,7 @@ def safe_load(path: tp.Union[str, Path], allowed: tp.Sequence[type] = ()) -> tp.
     """`torch.load(weights_only=True)` on CPU: tensors, numbers, strings, lists and dicts
     only, so that reading a file never runs code it names. A missing file raises
     FileNotFoundError; one holding other objects (a pickled class or function) NotData, a
-    corrupt or truncated one RuntimeError, each naming the file.
+    corrupt or truncated one Unreadable (a RuntimeError), each naming the file.
 
     Let through as values, never called: the classes `allowed` (e.g. an importer's inert
     placeholders), and `diffq.DiffQuantizer`, which the quantized packages of earlier
@@ -391,15 +399,20 @@ def safe_load(path: tp.Union[str, Path], allowed: tp.Sequence[type] = ()) -> tp.
                 f"({_first_line(error)}); separator reads only data, never code, from a file: "
                 f"use a model exported by separator.",
                 named.group(1) if named else _first_line(error)) from None
-        raise RuntimeError(f"Could not read {path} ({_first_line(error)}): the file is corrupt "
-                           f"or truncated.") from None
+        raise Unreadable(path, _first_line(error)) from None
     except Exception as error:
-        raise RuntimeError(f"Could not read {path} ({error}): the file is corrupt or "
-                           f"truncated.") from None
+        first = _first_line(error).split('. ')[0]   # torch goes on with advice
+        named = first if first == type(error).__name__ else f"{type(error).__name__}: {first}"
+        raise Unreadable(path, named) from None
 
 
 def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    """What torch says is wrong, without its boilerplate (whose advice, to load with
+    `weights_only=False`, is what separator never does)."""
+    text = str(error)
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     unsupported = [line for line in lines if 'unsupported global' in line.lower()]
     return (unsupported or lines or [type(error).__name__])[0].rstrip('.')
 

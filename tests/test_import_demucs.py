@@ -207,6 +207,23 @@ def test_other_classes_are_refused(tmp_path):
         importer.convert({**base, 'klass': 'demucs.htdemucs.HTDemucs'})
 
 
+def test_unreadable_files_say_what_torch_found(tmp_path):
+    """A truncated checkpoint or a file of another kind is refused naming the file and what
+    torch found wrong with it."""
+    data = write_and_path(demucs_model(demucs.hdemucs.HDemucs, SMALL_H), tmp_path).read_bytes()
+    (tmp_path / 'cut.th').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'notes.th').write_text('not a checkpoint')
+    (tmp_path / 'text.th').write_text('hello')
+    for name, reason in [('cut.th', 'failed reading zip archive'),
+                         ('notes.th', 'Unsupported operand 110'), ('text.th', 'KeyError')]:
+        with pytest.raises(PackageError, match=reason) as error:
+            import_checkpoint(tmp_path / name)
+        print(error.value)
+        assert 'weights_only' not in str(error.value)   # torch's advice: never ours
+        assert str(tmp_path / name) in str(error.value)
+        assert 'corrupt, truncated, or another kind of file' in str(error.value)
+
+
 def test_wdemucs_is_hdemucs(tmp_path, one_thread):
     """`demucs.wdemucs.WDemucs`, HDemucs' former name, is imported as an hdemucs."""
     path = write_and_path(demucs_model(demucs.hdemucs.HDemucs, SMALL_H), tmp_path)

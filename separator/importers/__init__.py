@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ..states import PACKAGE_FORMAT, NotData, PackageError, build_model, safe_load
+from ..states import PACKAGE_FORMAT, NotData, PackageError, Unreadable, build_model, safe_load
 
 # The modules of this package, tried in this order.
 FORMATS = ('demucs', 'roformer', 'mdx23c', 'scnet', 'spleeter', 'umx', 'xumx_nnabla')
@@ -61,9 +61,10 @@ def read_checkpoint(path: tp.Union[str, Path]) -> tp.Any:
         raise PackageError(f"{path} names {error.name}, which is not data; separator "
                            f"imports nothing a file names (the formats it reads: "
                            f"{', '.join(FORMATS)}).") from None
-    except RuntimeError:
-        raise PackageError(f"{path} is not a PyTorch checkpoint separator can read (it is "
-                           f"corrupt, truncated, or another kind of file).") from None
+    except Unreadable as error:
+        raise PackageError(f"{path} is not a PyTorch checkpoint separator can read "
+                           f"({error.reason}): it is corrupt, truncated, or another kind of "
+                           f"file.") from None
 
 
 class ConfigLoader(yaml.SafeLoader):
