@@ -199,11 +199,11 @@ def bag_members(model: nn.Module) -> tp.List[tp.Tuple[nn.Module, tp.Dict[str, tp
     return [(model, {})]
 
 
-def _stream_channelwise(model: nn.Module, read: Reader, length: int, **options: tp.Any
-                        ) -> tp.Iterator[Block]:
-    """`stream_model` of a mono model on each channel of a [B, C, T] input alone, the
-    channels as items of one batch: [B, S, C, frames] blocks."""
-    batch, channels = read(0, 0).shape[:2]
+def _stream_channelwise(model: nn.Module, read: Reader, length: int,
+                        shape: tp.Sequence[int], **options: tp.Any) -> tp.Iterator[Block]:
+    """`stream_model` of a mono model on each channel of a [B, C, T] input alone (`shape`:
+    B, C), the channels as items of one batch: [B, S, C, frames] blocks."""
+    batch, channels = shape[:2]
 
     def read_channels(start: int, end: int) -> torch.Tensor:
         return read(start, end).reshape(batch * channels, 1, end - start)
@@ -240,12 +240,13 @@ def _member_stream(model: nn.Module, settings: tp.Mapping[str, tp.Any], read: Re
     caller's (see the module doc)."""
     options = {**kwargs, **{key: value for key, value in settings.items()
                             if key not in ('wiener', 'wiener_sources')}}
-    channels = read(0, 0).shape[1]
+    shape = read(0, 0).shape
+    channels = shape[1]
     if settings.get('midside') and channels == 1:
         # A mono mixture has no side: the bag's mid/side is moot, a caller's still refused.
         options['midside'] = kwargs.get('midside', False)
     if model.audio_channels == 1 and channels > 1 and not options.get('midside'):
-        stream = _stream_channelwise(model, read, length, **options)
+        stream = _stream_channelwise(model, read, length, shape, **options)
     else:
         stream = stream_model(model, read, length, **options)
     iterations = settings.get('wiener', 0)
