@@ -75,11 +75,17 @@ MIXER = {'model': 'mixer', 'epochs': 10, 'batch_size': 16, 'dset.segment': 5.921
          'augment.flip': False, 'augment.scale.proba': 0, 'augment.remix.proba': 1,
          'augment.remix.group_size': 16}
 GPUS = {'drums': 2, 'bass': 2, 'other': 2, 'vocals': 4, 'demucs': 8, 'mixer': 1}
+NO_GPUS = dict.fromkeys(GPUS, 0)   # the CPU scales (small, tiny)
 
 
 def tfc_tdf(source: str) -> dict:
     """The phase 1 XP of `source` at full scale: its variant, on the offline copies."""
     return {'variant': f'kuielab_{source}', **COPIES}
+
+
+def scaled_tfc_tdf(scale: str) -> tp.Callable[[str], dict]:
+    """The TFC-TDF stages of a smaller scale: `variant=kuielab_<source>_<scale>`."""
+    return lambda source: {'variant': f'kuielab_{source}_{scale}'}
 
 
 def kuielab(name: str = 'mdx21_kuielab', base: tp.Optional[dict] = None,

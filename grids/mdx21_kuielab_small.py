@@ -32,7 +32,7 @@ the Mixer alone. KUIELab's weights were set for a Demucs as strong as their TFC-
 scale the small Demucs is not, and the blend does not pay.
 """
 from ._explorers import lineage_explorer
-from .mdx21_kuielab import DEMUCS_V2, MIXER, kuielab
+from .mdx21_kuielab import DEMUCS_V2, MIXER, NO_GPUS, kuielab, scaled_tfc_tdf
 
 # What variant=kuielab_small says, restated where the full scale's stage overrides differ.
 SMALL = {'variant': 'kuielab_small', 'epochs': 10, 'dset.segment': 1}
@@ -41,13 +41,8 @@ MIXER_SMALL = {**MIXER, **SMALL, 'epochs': 3, 'batch_size': 8, 'optim.amp': None
                'augment.remix.group_size': 8}
 
 
-def tfc_tdf(source: str) -> dict:
-    return {'variant': f'kuielab_{source}_small'}
-
-
-LINEAGE = kuielab('mdx21_kuielab_small', separator=tfc_tdf, demucs=DEMUCS, mixer=MIXER_SMALL,
+LINEAGE = kuielab('mdx21_kuielab_small', separator=scaled_tfc_tdf('small'), demucs=DEMUCS,
+                  mixer=MIXER_SMALL, gpus=NO_GPUS,
                   slurm={'partition': 'local', 'cpus_per_task': 2, 'mem_per_gpu': 4,
-                         'time': 120},
-                  gpus={'drums': 0, 'bass': 0, 'other': 0, 'vocals': 0, 'demucs': 0,
-                        'mixer': 0})
+                         'time': 120})
 explorer = lineage_explorer(LINEAGE)

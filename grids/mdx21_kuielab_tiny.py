@@ -12,7 +12,7 @@ synthetic set is written by the first stage, and `tools.augment_dataset` is test
 own; Demucs repitches a few examples. The bag blends and runs its models as the full scale's.
 """
 from ._explorers import lineage_explorer
-from .mdx21_kuielab import DEMUCS_V2, MIXER, kuielab
+from .mdx21_kuielab import DEMUCS_V2, MIXER, NO_GPUS, kuielab, scaled_tfc_tdf
 
 # What variant=kuielab_tiny says, restated where the full scale's stage overrides differ.
 TINY = {'variant': 'kuielab_tiny', 'epochs': 1, 'dset.segment': 1}
@@ -21,13 +21,8 @@ MIXER_TINY = {**MIXER, **TINY, 'batch_size': 4, 'optim.amp': None,
               'augment.remix.group_size': 4}
 
 
-def tfc_tdf(source: str) -> dict:
-    return {'variant': f'kuielab_{source}_tiny'}
-
-
-LINEAGE = kuielab('mdx21_kuielab_tiny', separator=tfc_tdf, demucs=DEMUCS, mixer=MIXER_TINY,
+LINEAGE = kuielab('mdx21_kuielab_tiny', separator=scaled_tfc_tdf('tiny'), demucs=DEMUCS,
+                  mixer=MIXER_TINY, gpus=NO_GPUS,
                   slurm={'partition': 'local', 'cpus_per_task': 1, 'mem_per_gpu': 2,
-                         'time': 30},
-                  gpus={'drums': 0, 'bass': 0, 'other': 0, 'vocals': 0, 'demucs': 0,
-                        'mixer': 0})
+                         'time': 30})
 explorer = lineage_explorer(LINEAGE)
